@@ -1,0 +1,47 @@
+# Set up and run the study. The two commands of the README:
+#   make run    set up, then run the default config (CPU, offline) -> paper/main.pdf
+#   make test   set up, then run the test suite (includes a smoke pipeline run)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= all
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup tex run paper-config test lint lock clean bench
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed tex
+
+tex:
+	@scripts/ensure-tex.sh
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+# Full specification of the study plan (50 epochs, 5 seeds); meant for a GPU.
+paper-config: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/paper.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+bench: setup
+	$(BIN)/python benchmarks/bench_epoch.py
+
+# Re-pin every dependency from the current environment.
+lock: setup
+	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | sed 's/+cpu$$//'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf results figures/*.pdf figures/*.png paper/generated/*.tex paper/main.pdf .snakemake
+	cd paper && latexmk -C main.tex >/dev/null 2>&1 || true

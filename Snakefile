@@ -1,0 +1,49 @@
+# uncertainty-lr: the study as a Snakemake workflow.
+#   snakemake --cores all                          default config (CPU, offline)
+#   snakemake --cores all --configfile config/paper.yaml    full spec (GPU)
+# Data flow: train (one papermill notebook per task x scheduler x seed) -> aggregate
+# -> figures + tables -> paper/main.pdf. The config is validated before any job runs.
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from uncertainty_lr.config import ConfigError, validate_config
+
+# The default config, unless one is given with --configfile (the `configfile:`
+# directive would merge the two, leaking the default's tasks into other configs).
+if not config:
+    with open("config/config.yaml") as f:
+        config.update(yaml.safe_load(f))
+
+try:
+    validate_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+RESULTS = config["results_dir"]
+RUNS = [
+    (task, scheduler, seed)
+    for task in config["tasks"]
+    for scheduler in config["schedulers"]
+    for seed in config["seeds"]
+]
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/paper.smk"
+
+
+localrules:
+    all,
+    aggregate,
+    figures,
+    tables,
+    paper,
+
+
+rule all:
+    default_target: True
+    input:
+        "paper/main.pdf",

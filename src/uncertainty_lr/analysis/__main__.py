@@ -1,0 +1,55 @@
+"""Command line of the analysis steps, as the Snakemake rules call them::
+
+    python -m uncertainty_lr.analysis aggregate --out results/aggregate RUN/metrics.json ...
+    python -m uncertainty_lr.analysis figures --aggregate results/aggregate --out figures
+    python -m uncertainty_lr.analysis tables --aggregate results/aggregate --out paper/generated
+
+Errors in the inputs are reported as one line naming the bad file (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from uncertainty_lr.analysis.aggregate import ResultsError, write_aggregate
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one analysis step; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m uncertainty_lr.analysis")
+    sub = parser.add_subparsers(dest="step", required=True)
+    agg = sub.add_parser("aggregate", help="collect run outputs into runs.csv and history.csv")
+    agg.add_argument("--out", required=True, type=Path)
+    agg.add_argument("metrics", nargs="+", type=Path, help="the runs' metrics.json files")
+    for name, help_ in (("figures", "draw the paper's figures"), ("tables", "write LaTeX tables")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--aggregate", required=True, type=Path, help="folder of runs.csv")
+        p.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.step == "aggregate":
+            write_aggregate(args.metrics, args.out)
+            return 0
+        runs = pd.read_csv(args.aggregate / "runs.csv")
+        if args.step == "figures":
+            from uncertainty_lr.analysis.figures import write_figures  # noqa: PLC0415
+
+            write_figures(runs, pd.read_csv(args.aggregate / "history.csv"), args.out)
+        else:
+            from uncertainty_lr.analysis.tables import write_tables  # noqa: PLC0415
+
+            write_tables(runs, args.out)
+    except (ResultsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Collect every run's outputs into two tidy tables.
+
+``runs.csv``: one row per run (task, scheduler, seed) with final metrics,
+time-to-target, cost and the settings that matter. ``history.csv``: every row of
+every run's ``history.csv`` with ``task``, ``scheduler`` and ``seed`` columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uncertainty_lr.io import atomic_write_csv
+
+
+class ResultsError(ValueError):
+    """A run's output file is missing, truncated or malformed; the message names it."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ResultsError(f"run output {path} is missing; re-run its training job") from err
+    except json.JSONDecodeError as err:
+        raise ResultsError(
+            f"run output {path} is not valid JSON ({err}); delete it and re-run its job"
+        ) from err
+
+
+def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Flatten one ``metrics.json`` into a row of ``runs.csv``."""
+    test = metrics.get("test") or {}
+    ttt = metrics["time_to_target"]
+    s = metrics["settings"]
+    nan = math.nan
+    return {
+        "task": metrics["task"], "dataset": metrics["dataset"], "model": metrics["model"],
+        "scheduler": metrics["scheduler"], "seed": metrics["seed"], "status": metrics["status"],
+        "test_accuracy": test.get("accuracy", nan),
+        "test_precision_macro": test.get("precision_macro", nan),
+        "test_recall_macro": test.get("recall_macro", nan),
+        "test_f1_macro": test.get("f1_macro", nan),
+        "test_loss": test.get("loss", nan),
+        "final_val_accuracy": metrics["final_val"]["accuracy"],
+        "best_val_accuracy": metrics["best_val_accuracy"],
+        "target_metric": ttt["metric"], "target_value": ttt["target"],
+        "target_reached": bool(ttt["reached"]),
+        # Runs that miss the target count as infinitely slow, never dropped.
+        "steps_to_target": ttt["steps"] if ttt["reached"] else math.inf,
+        "epochs_to_target": ttt["epochs"] if ttt["reached"] else math.inf,
+        "seconds_to_target": ttt["seconds"] if ttt["reached"] else math.inf,
+        "steps": metrics["steps"], "epochs_completed": metrics["epochs_completed"],
+        "steps_per_epoch": metrics["steps_per_epoch"], "train_examples": metrics["train_examples"],
+        "final_lr": metrics["final_lr"][0],
+        "wall_seconds": metrics["wall_seconds"], "train_seconds": metrics["train_seconds"],
+        "device": metrics["device"], "device_name": metrics["device_name"],
+        "num_threads": metrics["num_threads"],
+        "device_hours": metrics["device_hours"], "device_hours_unit": metrics["device_hours_unit"],
+        "peak_memory_mb": metrics["peak_memory_mb"],
+        "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"],
+        "optimizer": s["optimizer"], "weight_decay": s["weight_decay"],
+        "eval_every_steps": s["eval_every_steps"], "train_subset": s["train_subset"],
+        "scaling": s["scaling"], "reference_epochs": s["reference_epochs"],
+        "scheduler_params": json.dumps(s["scheduler_params"], sort_keys=True),
+        "torch_version": metrics["versions"]["torch"], "git_commit": metrics["git_commit"],
+    }
+
+
+def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the runs' ``metrics.json`` (and the ``history.csv`` beside each).
+
+    Returns:
+        ``(runs, history)`` data frames, sorted by task, scheduler, seed.
+
+    Raises:
+        ResultsError: a file is missing, truncated or malformed (named), or no
+            file was given.
+    """
+    rows, histories = [], []
+    for path in map(Path, metrics_files):
+        metrics = _read_json(path)
+        try:
+            rows.append(run_row(metrics))
+        except (KeyError, TypeError, IndexError) as err:
+            raise ResultsError(f"run output {path} lacks field {err}; re-run its job") from err
+        hist_path = path.with_name("history.csv")
+        try:
+            hist = pd.read_csv(hist_path)
+        except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise ResultsError(f"run history {hist_path} is missing or malformed: {err}") from err
+        hist.insert(0, "seed", metrics["seed"])
+        hist.insert(0, "scheduler", metrics["scheduler"])
+        hist.insert(0, "task", metrics["task"])
+        histories.append(hist)
+    if not rows:
+        raise ResultsError("no run outputs were given to aggregate")
+    keys = ["task", "scheduler", "seed"]
+    runs = pd.DataFrame(rows).sort_values(keys, kind="stable").reset_index(drop=True)
+    history = pd.concat(histories, ignore_index=True).sort_values(
+        [*keys, "step", "kind"], kind="stable"
+    ).reset_index(drop=True)
+    return runs, history
+
+
+def write_aggregate(metrics_files: Iterable[str | Path], out_dir: str | Path) -> None:
+    """Aggregate and write ``runs.csv`` and ``history.csv`` into ``out_dir``."""
+    runs, history = aggregate(metrics_files)
+    atomic_write_csv(Path(out_dir) / "runs.csv", runs)
+    atomic_write_csv(Path(out_dir) / "history.csv", history)

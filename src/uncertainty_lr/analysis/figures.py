@@ -1,0 +1,142 @@
+"""Figures of the paper, drawn from the aggregate tables only (seaborn/matplotlib).
+
+Each figure is saved as PDF (for the paper) and PNG (for a quick look) under the
+figures folder. Bands are over seeds: the line is the mean, the band spans the
+minimum to the maximum seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from uncertainty_lr.schedulers import SCHEDULERS  # noqa: E402
+
+FIGURES = ("val_accuracy", "lr", "signals")
+"""Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""
+
+SIGNAL_LABELS = {"grad_norm": "gradient norm", "predictive_variance": "predictive variance"}
+THRESHOLD_OF = {"grad_norm": "uncertainty-gradnorm", "predictive_variance": "uncertainty-variance"}
+
+
+def _order(history: pd.DataFrame) -> list[str]:
+    present = set(history["scheduler"])
+    return [s for s in SCHEDULERS if s in present] + sorted(present - set(SCHEDULERS))
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # No creation date in the PDF: the same data give the same bytes.
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    fig.savefig(out_dir / f"{name}.png", bbox_inches="tight", dpi=150)
+    plt.close(fig)
+
+
+def _facet(history: pd.DataFrame, y: str, ylabel: str, log: bool = False) -> sns.FacetGrid:
+    order = _order(history)
+    grid = sns.relplot(
+        data=history, x="epoch", y=y, hue="scheduler", hue_order=order, col="task",
+        kind="line", errorbar=("pi", 100), height=3.2, aspect=1.35,
+        facet_kws={"sharey": False, "sharex": False},
+    )
+    grid.set_axis_labels("epoch", ylabel)
+    if log:
+        grid.set(yscale="log")
+    return grid
+
+
+def plot_val_accuracy(history: pd.DataFrame, out_dir: Path) -> None:
+    """Validation error (1 - accuracy, log scale) against epochs, per scheduler."""
+    evals = history[history["kind"] == "eval"].copy()
+    evals["val_error"] = 1.0 - evals["val_accuracy"]
+    grid = _facet(evals, "val_error", "validation error (1 - accuracy)", log=True)
+    _save(grid.figure, out_dir, "val_accuracy")
+
+
+def plot_lr(history: pd.DataFrame, out_dir: Path) -> None:
+    """Learning rate of parameter group 0 against epochs, per scheduler (log scale)."""
+    evals = history[history["kind"] == "eval"]
+    grid = _facet(evals, "lr", "learning rate", log=True)
+    _save(grid.figure, out_dir, "lr")
+
+
+def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, float]) -> None:
+    """Both uncertainty signals (per-epoch means) against epochs, per scheduler.
+
+    Args:
+        thresholds: the threshold of each signal's uncertainty scheduler, drawn as a
+            dashed line where given.
+    """
+    evals = history[(history["kind"] == "eval") & (history["epoch"] > 0)]
+    long = evals.melt(
+        id_vars=["task", "scheduler", "seed", "epoch"],
+        value_vars=list(SIGNAL_LABELS), var_name="signal", value_name="value",
+    )
+    grid = sns.relplot(
+        data=long, x="epoch", y="value", hue="scheduler", hue_order=_order(long), row="signal",
+        col="task", kind="line", errorbar=("pi", 100), height=2.8, aspect=1.5,
+        facet_kws={"sharey": False, "sharex": False},
+    )
+    grid.set(yscale="log")
+    for (signal, _task), ax in grid.axes_dict.items():
+        ax.set_ylabel(SIGNAL_LABELS[signal])
+        if signal in thresholds:
+            ax.axhline(thresholds[signal], color="black", linestyle="--", linewidth=0.8)
+    _save(grid.figure, out_dir, "signals")
+
+
+def write_figures(runs: pd.DataFrame, history: pd.DataFrame, out_dir: str | Path) -> None:
+    """Draw every figure of :data:`FIGURES` into ``out_dir``."""
+    import json  # noqa: PLC0415
+
+    sns.set_theme(style="whitegrid", context="paper")
+    out = Path(out_dir)
+    thresholds = {}
+    for signal, sched in THRESHOLD_OF.items():
+        rows = runs[runs["scheduler"] == sched]
+        if len(rows):
+            params = json.loads(rows.iloc[0]["scheduler_params"])
+            thresholds[signal] = params.get("threshold", SCHEDULERS[sched].defaults["threshold"])
+    plot_val_accuracy(history, out)
+    plot_lr(history, out)
+    plot_signals(history, out, thresholds)
+
+
+def plot_run(run_dir: str | Path) -> plt.Figure:
+    """Learning curve, LR and signal traces of one run (for ``train.ipynb``).
+
+    Args:
+        run_dir: a run folder holding ``history.csv`` (relative to the repository
+            root if not absolute).
+
+    Returns:
+        The matplotlib figure (three panels against epochs).
+    """
+    from uncertainty_lr.paths import repo_root  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_absolute():
+        run_dir = repo_root() / run_dir
+    hist = pd.read_csv(run_dir / "history.csv")
+    evals, steps = hist[hist["kind"] == "eval"], hist[hist["kind"] == "step"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(evals["epoch"], evals["val_accuracy"], marker="o", label="validation accuracy")
+    axes[0].set(xlabel="epoch", ylabel="validation accuracy")
+    ax2 = axes[0].twinx()
+    ax2.plot(evals["epoch"], evals["val_loss"], color="tab:red", label="validation loss")
+    ax2.set_ylabel("validation loss")
+    axes[1].step(evals["epoch"], evals["lr"], where="post")
+    axes[1].set(xlabel="epoch", ylabel="learning rate", yscale="log")
+    src = steps if len(steps) else evals
+    for signal, label in SIGNAL_LABELS.items():
+        axes[2].plot(src["epoch"], src[signal], label=label, alpha=0.8)
+    axes[2].set(xlabel="epoch", ylabel="signal", yscale="log")
+    axes[2].legend()
+    fig.tight_layout()
+    return fig

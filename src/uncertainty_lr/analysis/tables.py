@@ -1,0 +1,226 @@
+"""LaTeX tables and macros for the paper, generated from the aggregate tables.
+
+Writes into the paper's ``generated/`` folder:
+
+- ``results_table.tex``: per task and scheduler, test accuracy and macro F1
+  (mean +- standard deviation over seeds), epochs and seconds to the validation
+  target (median over seeds; a run that misses the target counts as infinite),
+  and device-hours (sum over seeds).
+- ``setup.tex``: the experimental setup as it was run (from the runs' recorded
+  settings), as a table (its macros go to ``numbers.tex``).
+- ``numbers.tex``: every number the paper's text uses, as ``\\newcommand`` macros.
+- ``findings.tex``: the results paragraph, worded from the measured numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from uncertainty_lr.io import atomic_write_text
+from uncertainty_lr.schedulers import SCHEDULERS
+
+BASELINES = ("step", "cosine", "exponential")
+"""The study's fixed baseline schedules (the comparison for the adaptive ones)."""
+ADAPTIVE = ("uncertainty-gradnorm", "uncertainty-variance")
+
+
+def macro_name(*parts: str) -> str:
+    """CamelCase LaTeX macro name from parts: ``("mnist", "step", "acc")`` ->
+    ``\\MnistStepAcc`` (digits spelled out, since macro names take letters only)."""
+    digits = "Zero One Two Three Four Five Six Seven Eight Nine".split()
+    words = []
+    for part in parts:
+        part = re.sub(r"\d", lambda m: digits[int(m.group())], str(part))
+        words += [w.capitalize() for w in re.split(r"[^A-Za-z]+", part) if w]
+    return "\\" + "".join(words)
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX special characters in plain text."""
+    table = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(table.get(c, c) for c in text)
+
+
+def _order(names) -> list[str]:
+    names = set(names)
+    return [s for s in SCHEDULERS if s in names] + sorted(names - set(SCHEDULERS))
+
+
+def _pct(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "--"
+    return f"${100 * mean:.2f} \\pm {100 * std:.2f}$"
+
+
+def _median_time(values: pd.Series, fmt: str) -> str:
+    med = float(np.median(values.to_numpy(dtype=float)))
+    return "not reached" if math.isinf(med) else fmt.format(med)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task and scheduler: means, standard deviations (ddof=1; 0 for one seed),
+    medians of time-to-target (inf when the median run misses), counts."""
+    rows = []
+    for (task, sched), g in runs.groupby(["task", "scheduler"], sort=False):
+        std = (lambda c: float(g[c].std(ddof=1)) if len(g) > 1 else 0.0)  # noqa: E731
+        rows.append({
+            "task": task, "scheduler": sched, "n_seeds": len(g),
+            "n_reached": int(g["target_reached"].sum()),
+            "n_completed": int((g["status"] == "completed").sum()),
+            "acc_mean": float(g["test_accuracy"].mean()), "acc_std": std("test_accuracy"),
+            "f1_mean": float(g["test_f1_macro"].mean()), "f1_std": std("test_f1_macro"),
+            "epochs_to_target_median": float(np.median(g["epochs_to_target"].to_numpy(float))),
+            "seconds_to_target_median": float(np.median(g["seconds_to_target"].to_numpy(float))),
+            "device_hours_sum": float(g["device_hours"].sum()),
+            "train_seconds_mean": float(g["train_seconds"].mean()),
+        })
+    out = pd.DataFrame(rows)
+    out["order"] = out["scheduler"].map({s: i for i, s in enumerate(_order(out["scheduler"]))})
+    return out.sort_values(["task", "order"]).drop(columns="order").reset_index(drop=True)
+
+
+def results_table(runs: pd.DataFrame) -> str:
+    """The main results table (booktabs), one block of rows per task."""
+    lines = [
+        r"\begin{tabular}{llcccccc}",
+        r"\toprule",
+        r"task & schedule & test accuracy (\%) & test macro F1 (\%) & epochs to target "
+        r"& seconds to target & reached & device-hours \\",
+        r"\midrule",
+    ]
+    summary = summarise(runs)
+    for i, (task, block) in enumerate(summary.groupby("task", sort=False)):
+        if i:
+            lines.append(r"\midrule")
+        unit = runs.loc[runs["task"] == task, "device_hours_unit"].iloc[0]
+        for j, r in enumerate(block.itertuples()):
+            ep = "not reached" if math.isinf(r.epochs_to_target_median) else f"{r.epochs_to_target_median:.2f}"
+            sec = "not reached" if math.isinf(r.seconds_to_target_median) else f"{r.seconds_to_target_median:.0f}"
+            lines.append(
+                f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}} & "
+                f"{_pct(r.acc_mean, r.acc_std)} & {_pct(r.f1_mean, r.f1_std)} & {ep} & {sec} & "
+                f"{r.n_reached}/{r.n_seeds} & {r.device_hours_sum:.3f}\\,{tex_escape(unit.split('-')[0])} \\\\"
+            )
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
+    """Setup table and its macros ``(table, macros)``, from the settings the runs
+    recorded."""
+    lines = [r"\begin{tabular}{ll}", r"\toprule", r"setting & value \\", r"\midrule"]
+    macros = []
+    for task, g in runs.groupby("task", sort=False):
+        r = g.iloc[0]
+        seeds = sorted(g["seed"].unique())
+        items = [
+            ("task", f"{task} ({r['dataset']}, {r['model']})"),
+            ("training examples", f"{int(r['train_examples']):,}"),
+            ("optimizer", f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}"),
+            ("batch size", f"{int(r['batch_size'])}"),
+            ("epochs", f"{int(r['epochs'])} ({int(r['steps_per_epoch'])} optimizer steps each)"),
+            ("validation", "every epoch" if not r["eval_every_steps"] else f"every {int(r['eval_every_steps'])} steps"),
+            ("target", f"{r['target_metric'].replace('_', ' ')} {r['target_value']:g}"),
+            ("schedule times", f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)"),
+            ("seeds", ", ".join(map(str, seeds))),
+            ("schedules", ", ".join(_order(g["scheduler"].unique()))),
+            ("device", f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}"),
+        ]
+        lines += [f"{tex_escape(k)} & {tex_escape(v)} \\\\" for k, v in items]
+        lines.append(r"\midrule")
+        macros += [
+            f"\\newcommand{{{macro_name(task, 'epochs')}}}{{{int(r['epochs'])}}}",
+            f"\\newcommand{{{macro_name(task, 'num seeds')}}}{{{len(seeds)}}}",
+            f"\\newcommand{{{macro_name(task, 'batch size')}}}{{{int(r['batch_size'])}}}",
+            f"\\newcommand{{{macro_name(task, 'lr')}}}{{{r['lr']:g}}}",
+            f"\\newcommand{{{macro_name(task, 'train examples')}}}{{{int(r['train_examples']):,}}}",
+            f"\\newcommand{{{macro_name(task, 'target')}}}{{{100 * r['target_value']:g}\\%}}"
+            if r["target_metric"] == "val_accuracy"
+            else f"\\newcommand{{{macro_name(task, 'target')}}}{{{r['target_value']:g}}}",
+        ]
+    lines[-1] = r"\bottomrule"
+    lines += [r"\end{tabular}", ""]
+    # The uncertainty schedulers' hyperparameters, as run (registry defaults + overrides).
+    for sched in ADAPTIVE:
+        g = runs[runs["scheduler"] == sched]
+        hp = dict(SCHEDULERS[sched].defaults)
+        if len(g):
+            hp.update(json.loads(g.iloc[0]["scheduler_params"]))
+        for key, value in hp.items():
+            macros.append(f"\\newcommand{{{macro_name(sched, key)}}}{{{value:g}}}")
+    return "\n".join(lines), "\n".join(macros) + "\n"
+
+
+def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
+    """Macros of the headline numbers and the results paragraph built from them.
+
+    Every sentence states a comparison as measured: the best adaptive schedule
+    against the best fixed baseline (by mean test accuracy), and epochs to target.
+    """
+    summary = summarise(runs)
+    macros = [
+        f"\\newcommand{{\\NumRuns}}{{{len(runs)}}}",
+        f"\\newcommand{{\\TotalDeviceHours}}{{{runs['device_hours'].sum():.2f}}}",
+    ]
+    paragraphs = []
+    for task, block in summary.groupby("task", sort=False):
+        block = block.set_index("scheduler")
+        for sched, r in block.iterrows():
+            macros += [
+                f"\\newcommand{{{macro_name(task, sched, 'acc')}}}{{{100 * r.acc_mean:.2f}}}",
+                f"\\newcommand{{{macro_name(task, sched, 'f one')}}}{{{100 * r.f1_mean:.2f}}}",
+            ]
+        best = block["acc_mean"].idxmax()
+        text = [
+            f"On {tex_escape(task)}, the highest mean test accuracy over "
+            f"{int(block['n_seeds'].max())} seed(s) was reached by \\texttt{{{tex_escape(best)}}} "
+            f"(${100 * block.loc[best, 'acc_mean']:.2f}\\%$)."
+        ]
+        base = [b for b in BASELINES if b in block.index]
+        adapt = [a for a in ADAPTIVE if a in block.index]
+        if base and adapt:
+            b = block.loc[base, "acc_mean"].idxmax()
+            for a in adapt:
+                diff = 100 * (block.loc[a, "acc_mean"] - block.loc[b, "acc_mean"])
+                pooled = 100 * math.hypot(block.loc[a, "acc_std"], block.loc[b, "acc_std"])
+                acc_a, acc_b = 100 * block.loc[a, "acc_mean"], 100 * block.loc[b, "acc_mean"]
+                if abs(diff) <= pooled:
+                    relation = f"within one pooled standard deviation ({pooled:.2f} points) of"
+                else:
+                    relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
+                ea, eb = block.loc[a, "epochs_to_target_median"], block.loc[b, "epochs_to_target_median"]
+                speed = (
+                    f"it reached the validation target in a median of {ea:.2f} epochs against "
+                    f"{eb:.2f} for \\texttt{{{tex_escape(b)}}}"
+                    if math.isfinite(ea) and math.isfinite(eb) else
+                    f"its median run {'did not reach' if math.isinf(ea) else 'reached'} the "
+                    f"validation target ({int(block.loc[a, 'n_reached'])} of "
+                    f"{int(block.loc[a, 'n_seeds'])} seeds did), against "
+                    f"{int(block.loc[b, 'n_reached'])} of {int(block.loc[b, 'n_seeds'])} for "
+                    f"\\texttt{{{tex_escape(b)}}}"
+                )
+                text.append(
+                    f"\\texttt{{{tex_escape(a)}}} scored ${acc_a:.2f}\\%$, {relation} the best "
+                    f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$); {speed}."
+                )
+        paragraphs.append(" ".join(text))
+    return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
+
+
+def write_tables(runs: pd.DataFrame, out_dir: str | Path) -> None:
+    """Write ``results_table.tex``, ``setup.tex``, ``numbers.tex`` and
+    ``findings.tex`` into ``out_dir``."""
+    out = Path(out_dir)
+    atomic_write_text(out / "results_table.tex", results_table(runs))
+    setup_table, setup_macros = setup_tex(runs)
+    atomic_write_text(out / "setup.tex", setup_table)
+    numbers, findings = numbers_and_findings(runs)
+    atomic_write_text(out / "numbers.tex", setup_macros + numbers)
+    atomic_write_text(out / "findings.tex", findings)

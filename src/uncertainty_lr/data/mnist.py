@@ -1,0 +1,152 @@
+"""MNIST (LeCun et al. 1998) from the vendored IDX files, or from the Hugging Face hub.
+
+Splits: the official 60,000 training images are split, with a fixed seed that does
+not depend on the run's seed, into 55,000 for training and 5,000 for validation; the
+official 10,000 test images are the test set. Images are scaled to [0, 1] and
+standardised with the training split's mean and standard deviation
+(0.1307 / 0.3081, the usual MNIST values).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uncertainty_lr.data.checksums import DataFileError, read_sha256sums, verify_file
+from uncertainty_lr.paths import raw_data_dir
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+MEAN, STD = 0.1307, 0.3081
+NUM_CLASSES = 10
+VALIDATION_SIZE = 5_000
+SPLIT_SEED = 20_240_601  # fixed: the validation split is the same for every run
+HOW_TO_GET = (
+    "Copy it again from the shared data folder (shared/data/mnist/) into data/raw/mnist/, "
+    "or `git checkout data/raw/mnist`; the original is at a mirror of "
+    "yann.lecun.com/exdb/mnist."
+)
+
+
+@dataclass
+class MnistSplits:
+    """MNIST tensors, ready for a model.
+
+    Attributes:
+        x_train: float32 ``(55000, 1, 28, 28)``, standardised.
+        y_train: int64 ``(55000,)``.
+        x_val, y_val: the 5,000 held-out training images, same layout.
+        x_test, y_test: the official 10,000 test images, same layout.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    num_classes: int = NUM_CLASSES
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a gzip-compressed IDX file (the MNIST format) into a uint8 array.
+
+    Raises:
+        DataFileError: if the header is not an unsigned-byte IDX header or the
+            payload does not match the shape it declares.
+    """
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataFileError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(raw) - offset != expected:
+        raise DataFileError(
+            f"{path}: header declares shape {dims} ({expected} bytes), "
+            f"payload has {len(raw) - offset} bytes"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _standardise(images: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    return (x - MEAN) / STD
+
+
+def load_mnist(
+    root: str | Path | None = None,
+    source: str = "local",
+    validation_size: int = VALIDATION_SIZE,
+) -> MnistSplits:
+    """Load MNIST as standardised tensors with a fixed train/validation split.
+
+    Args:
+        root: folder with the four IDX ``.gz`` files and ``SHA256SUMS``. Default:
+            ``data/raw/mnist`` of the repository.
+        source: ``"local"`` (the vendored files, checksums verified) or ``"hub"``
+            (Hugging Face ``datasets.load_dataset("mnist")``; needs the ``datasets``
+            package and network access).
+        validation_size: images held out of the 60,000 training images (fixed seed).
+
+    Returns:
+        :class:`MnistSplits`.
+
+    Raises:
+        DataFileError: a file is missing or corrupt (the message names it, the
+            expected checksum and where to get it).
+        ValueError: unknown ``source`` or a validation size out of range.
+    """
+    if source == "local":
+        folder = Path(root) if root is not None else raw_data_dir() / "mnist"
+        sums = read_sha256sums(folder / "SHA256SUMS")
+        arrays = {}
+        for key, name in FILES.items():
+            verify_file(folder / name, sums[name], HOW_TO_GET)
+            arrays[key] = read_idx(folder / name)
+    elif source == "hub":
+        arrays = _load_from_hub()
+    else:
+        raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
+    n_train = len(arrays["train_labels"])
+    if not 0 < validation_size < n_train:
+        raise ValueError(f"validation_size must lie in (0, {n_train}), got {validation_size}")
+
+    x_all = _standardise(arrays["train_images"])
+    y_all = torch.from_numpy(arrays["train_labels"].astype(np.int64))
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val_idx, train_idx = perm[:validation_size], perm[validation_size:]
+    return MnistSplits(
+        x_train=x_all[train_idx].contiguous(),
+        y_train=y_all[train_idx].contiguous(),
+        x_val=x_all[val_idx].contiguous(),
+        y_val=y_all[val_idx].contiguous(),
+        x_test=_standardise(arrays["test_images"]),
+        y_test=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+    )
+
+
+def _load_from_hub() -> dict[str, np.ndarray]:
+    try:
+        import datasets  # noqa: PLC0415 (optional dependency)
+    except ImportError as err:
+        raise ImportError(
+            "source='hub' needs the `datasets` package: pip install datasets"
+        ) from err
+    ds = datasets.load_dataset("mnist")
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "test")):
+        out[f"{prefix}_images"] = np.stack([np.asarray(im, dtype=np.uint8) for im in ds[split]["image"]])
+        out[f"{prefix}_labels"] = np.asarray(ds[split]["label"], dtype=np.uint8)
+    return out

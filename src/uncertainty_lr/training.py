@@ -1,0 +1,326 @@
+"""The plain-PyTorch training backend (MNIST / LeNet-5; image and text classifiers).
+
+Read it top to bottom: :func:`train_classifier` seeds, loads the data, builds the
+model, optimizer and schedule, trains with per-step signals, evaluates on the
+validation set at a fixed interval, evaluates on the test set once at the end, and
+writes the run's ``metrics.json`` and ``history.csv`` (DESIGN.md, "Outputs are
+contracts").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import uncertainty_lr
+from uncertainty_lr.config import ConfigError, RunSettings
+from uncertainty_lr.io import atomic_write_csv, atomic_write_json
+from uncertainty_lr.metrics import classification_metrics, time_to_target
+from uncertainty_lr.models import build_model
+from uncertainty_lr.paths import repo_root
+from uncertainty_lr.schedulers import UncertaintyLR, build_scheduler
+from uncertainty_lr.signals import gradient_norm, predictive_variance
+from uncertainty_lr.tasks import DATASETS
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 1000
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error.
+
+    Raises:
+        ConfigError: ``"cuda"`` requested but unavailable, or an unknown name.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy loss (per sample) and the logits ``(N, C)`` on ``x``."""
+    model.eval()
+    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    loss = F.cross_entropy(logits, y, reduction="mean").item()
+    model.train()
+    return loss, logits
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo_root(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import torchmetrics  # noqa: PLC0415
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "numpy": np.__version__,
+        "uncertainty_lr": uncertainty_lr.__version__,
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux: the peak resident set of this process.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class _Window:
+    """Running sums of per-step quantities between two evaluations."""
+
+    loss: float = 0.0
+    grad_norm: float = 0.0
+    variance: float = 0.0
+    n: int = 0
+
+    def add(self, loss: float, grad_norm: float, variance: float) -> None:
+        self.loss += loss
+        self.grad_norm += grad_norm
+        self.variance += variance
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {
+            "train_loss": self.loss / n if self.n else math.nan,
+            "grad_norm": self.grad_norm / n if self.n else math.nan,
+            "predictive_variance": self.variance / n if self.n else math.nan,
+        }
+
+
+def train_classifier(
+    settings: RunSettings | dict[str, Any], out_dir: str | Path, progress: bool = False
+) -> dict[str, Any]:
+    """Train and evaluate one classifier run; write ``metrics.json`` and ``history.csv``.
+
+    Order per step: forward -> loss -> backward -> signals (gradient norm before any
+    clipping; predictive variance of the training batch) -> ``observe`` (uncertainty
+    schedules only) -> ``optimizer.step()``; ``scheduler.step()`` once per epoch.
+    Every arm logs both signals, so their traces can be compared across schedules.
+    Evaluation on the validation split at step 0, then every ``eval_every_steps``
+    optimizer steps (0: at the end of each epoch) and at the end of training; the
+    test split is evaluated once, after the last epoch, with the final weights.
+
+    Args:
+        settings: the run's :class:`~uncertainty_lr.config.RunSettings` (or a dict
+            of them, validated here before any work).
+        out_dir: folder for ``metrics.json`` and ``history.csv``.
+        progress: show a tqdm bar per epoch.
+
+    Returns:
+        The metrics dict written to ``metrics.json``.
+
+    Raises:
+        ConfigError: invalid settings (before any data is read).
+        DataFileError: missing or corrupt data files.
+    """
+    if isinstance(settings, dict):
+        settings = RunSettings.from_dict(settings)
+    s = settings
+    if s.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {s.dataset!r}; valid: {', '.join(DATASETS)}")
+    device = resolve_device(s.device)
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    torch.set_num_threads(s.num_threads)
+    torch.set_flush_denormal(True)
+
+    data = DATASETS[s.dataset](source=s.data_source)
+    x_train, y_train = data.x_train, data.y_train
+    if s.train_subset:
+        x_train, y_train = x_train[: s.train_subset], y_train[: s.train_subset]
+    x_train, y_train = x_train.to(device), y_train.to(device)
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    n_train = len(x_train)
+    steps_per_epoch = math.ceil(n_train / s.batch_size)
+
+    # The same seed gives every scheduler the same initial weights and data order:
+    # weights come from the global generator seeded here, data order from its own.
+    seed_everything(s.seed)
+    model = build_model(s.model, data.num_classes).to(device)
+    order_gen = torch.Generator().manual_seed(s.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    scheduler, spec = build_scheduler(
+        s.scheduler,
+        optimizer,
+        epochs=s.epochs,
+        steps_per_epoch=steps_per_epoch,
+        interval="epoch",
+        scaling=s.scaling,
+        reference_epochs=s.reference_epochs,
+        **s.scheduler_params,
+    )
+    n_groups = len(optimizer.param_groups)
+
+    def lrs() -> dict[str, float]:
+        out = {"lr": float(optimizer.param_groups[0]["lr"])}
+        if n_groups > 1:
+            out.update({f"lr_group{i}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)})
+        return out
+
+    rows: list[dict[str, Any]] = []
+    window = _Window()
+    train_seconds = 0.0  # training loop time, evaluations included
+    step = 0
+    status, diverged_epoch = "completed", None
+
+    def record_eval(epoch_float: float, lr_used: dict[str, float]) -> None:
+        val_loss, val_logits = evaluate(model, x_val, y_val)
+        val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+        rows.append(
+            {
+                "kind": "eval",
+                "step": step,
+                "epoch": epoch_float,
+                "seconds": train_seconds + (time.perf_counter() - t_loop),
+                **lr_used,
+                **window.means(),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
+        log.info(
+            "step %d epoch %.2f val_loss %.4f val_accuracy %.4f lr %.3g",
+            step, epoch_float, val_loss, val_acc, lr_used["lr"],
+        )
+
+    t_loop = time.perf_counter()
+    record_eval(0.0, lrs())
+    model.train()
+    for epoch in range(s.epochs):
+        perm = torch.randperm(n_train, generator=order_gen).to(device)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", disable=not progress,
+            leave=False,
+        )
+        for i in bar:
+            idx = perm[i * s.batch_size : (i + 1) * s.batch_size]
+            x, y = x_train[idx], y_train[idx]  # (B, 1, 28, 28), (B,)
+            logits = model(x)  # (B, C)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            g = gradient_norm(model.parameters())
+            v = predictive_variance(logits.detach())
+            loss_f, g_f, v_f = loss.item(), g.item(), v.item()
+            if not (math.isfinite(loss_f) and math.isfinite(g_f)):
+                status, diverged_epoch = "diverged", epoch + i / steps_per_epoch
+                log.warning("non-finite loss or gradient at step %d: run stopped as diverged", step)
+                break
+            if isinstance(scheduler, UncertaintyLR):
+                scheduler.observe(g_f if spec.signal == "grad_norm" else v_f)
+            optimizer.step()
+            step += 1
+            window.add(loss_f, g_f, v_f)
+            if s.sample_every_steps and step % s.sample_every_steps == 0:
+                rows.append(
+                    {"kind": "step", "step": step, "epoch": step / steps_per_epoch,
+                     "seconds": train_seconds + (time.perf_counter() - t_loop), **lrs(),
+                     "train_loss": loss_f, "grad_norm": g_f, "predictive_variance": v_f}
+                )
+            if s.eval_every_steps and step % s.eval_every_steps == 0 and i + 1 < steps_per_epoch:
+                record_eval(step / steps_per_epoch, lrs())
+                window = _Window()
+        if status == "diverged":
+            break
+        record_eval(float(epoch + 1), lrs())
+        window = _Window()
+        scheduler.step()
+
+    train_seconds = time.perf_counter() - t_loop
+    history = pd.DataFrame(rows)
+    evals = history[history["kind"] == "eval"]
+    ttt = time_to_target(
+        evals[s.target_metric].tolist(), s.target_value, evals["step"].tolist(),
+        evals["epoch"].tolist(), evals["seconds"].tolist(),
+        mode="min" if s.target_metric == "val_loss" else "max",
+    )
+
+    # Test set: once, at the end, with the final weights (no selection on test data).
+    if status == "completed":
+        test_loss, test_logits = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        test = {"loss": test_loss, **classification_metrics(test_logits, data.y_test, data.num_classes)}
+    else:
+        test = None
+    wall_seconds = time.perf_counter() - t_start
+    units = 1 if device.type == "cuda" else s.num_threads
+    last_eval = evals.iloc[-1]
+    metrics = {
+        "task": s.task, "dataset": s.dataset, "model": s.model, "scheduler": s.scheduler,
+        "seed": s.seed, "status": status, "diverged_at_epoch": diverged_epoch,
+        "test": test,
+        "final_val": {"loss": float(last_eval["val_loss"]), "accuracy": float(last_eval["val_accuracy"])},
+        "best_val_accuracy": float(evals["val_accuracy"].max()),
+        "time_to_target": {"metric": s.target_metric, "target": s.target_value, **ttt},
+        "steps": step, "epochs_completed": float(step / steps_per_epoch),
+        "steps_per_epoch": steps_per_epoch, "train_examples": n_train,
+        "final_lr": [float(g["lr"]) for g in optimizer.param_groups],
+        "lr_decisions": (
+            {"decreases": scheduler.num_decreases, "increases": scheduler.num_increases,
+             "nonfinite_signals": scheduler.num_nonfinite}
+            if isinstance(scheduler, UncertaintyLR) else None
+        ),
+        "wall_seconds": wall_seconds, "train_seconds": train_seconds,
+        "device": str(device), "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+            or platform.machine()
+        ),
+        "num_threads": s.num_threads,
+        "device_hours": wall_seconds * units / 3600.0,
+        "device_hours_unit": "gpu-hours" if device.type == "cuda" else "cpu-core-hours",
+        "peak_memory_mb": _peak_memory_mb(device),
+        "versions": _versions(), "git_commit": _git_commit(),
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                 "argv0": Path(sys.argv[0]).name},
+        "settings": s.to_dict(),
+    }
+    atomic_write_csv(out_dir / "history.csv", history)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,81 @@
+import copy
+
+import pytest
+import yaml
+
+from uncertainty_lr.config import ConfigError, RunSettings, load_config, load_schema, resolve_run, validate_config
+from uncertainty_lr.paths import repo_root
+from uncertainty_lr.schedulers import SCHEDULERS
+
+CONFIGS = ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_are_valid(name):
+    config = load_config(repo_root() / name)
+    assert set(config["schedulers"]) == set(SCHEDULERS)
+
+
+def test_paper_config_is_the_study_plan():
+    t = load_config(repo_root() / "config/paper.yaml")["tasks"]["mnist"]
+    assert (t["epochs"], t["batch_size"], t["lr"], t["optimizer"]) == (50, 32, 0.001, "adam")
+    assert len(load_config(repo_root() / "config/paper.yaml")["seeds"]) >= 5
+
+
+def test_schema_lists_exactly_the_registry():
+    schema = load_schema()
+    assert schema["properties"]["schedulers"]["items"]["enum"] == list(SCHEDULERS)
+    assert schema["properties"]["scheduler_params"]["propertyNames"]["enum"] == list(SCHEDULERS)
+
+
+def bad_config():
+    config = load_config(repo_root() / "config/smoke.yaml")
+    config = copy.deepcopy(config)
+    config["schedulers"] = ["step", "cosin"]
+    config["tasks"]["mnist"]["lr"] = -0.1
+    config["seeds"] = []
+    config["learning_rate"] = 3
+    return config
+
+
+def test_all_errors_reported_at_once_with_paths():
+    with pytest.raises(ConfigError) as info:
+        validate_config(bad_config())
+    msg = str(info.value)
+    assert "4 problem(s)" in msg
+    assert "schedulers/1: 'cosin' is not one of" in msg and "['constant', 'step', 'cosine'," in msg
+    assert "tasks/mnist/lr: -0.1 is less than or equal to the minimum of 0" in msg
+    assert "seeds: [] should be non-empty" in msg
+    assert "'learning_rate' was unexpected" in msg
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(repo_copy, run_snakemake):
+    (repo_copy / "bad.yaml").write_text(yaml.safe_dump(bad_config()))
+    proc = run_snakemake(repo_copy, "-n", "--configfile", "bad.yaml", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "4 problem(s)" in out and "tasks/mnist/lr" in out and "cosin" in out
+    assert not (repo_copy / "results").exists()
+
+
+def test_run_settings_check_types_and_names():
+    settings = resolve_run(load_config(repo_root() / "config/smoke.yaml"), "mnist", "step", 0)
+    data = settings.to_dict()
+    assert RunSettings.from_dict(data) == settings
+    data.update(seed="0", lr="fast", scheduler="warp", extra=1)
+    del data["epochs"]
+    with pytest.raises(ConfigError) as info:
+        RunSettings.from_dict(data)
+    msg = str(info.value)
+    for part in ("extra: unknown field", "epochs: missing", "seed: expected int, got '0'",
+                 "lr: expected float", "scheduler: unknown 'warp'"):
+        assert part in msg
+
+
+def test_resolve_run_rejects_names_outside_the_config():
+    config = load_config(repo_root() / "config/smoke.yaml")
+    with pytest.raises(ConfigError, match="unknown task 'imdb'"):
+        resolve_run(config, "imdb", "step", 0)
+    config["schedulers"] = ["step"]
+    with pytest.raises(ConfigError, match="not in the config's list"):
+        resolve_run(config, "mnist", "cosine", 0)

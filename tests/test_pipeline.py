@@ -1,0 +1,90 @@
+"""End to end: the smoke config through the whole Snakemake pipeline (run once per
+session by the ``smoke_repo`` fixture), and the workflow's own hygiene."""
+
+import json
+import re
+
+import nbformat
+import pandas as pd
+import pytest
+
+from uncertainty_lr.paths import repo_root
+from uncertainty_lr.schedulers import SCHEDULERS
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_every_run_wrote_its_outputs(smoke_repo):
+    for name in SCHEDULERS:
+        run = smoke_repo / "results" / "runs" / "mnist" / name / "seed0"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["scheduler"] == name and metrics["status"] == "completed"
+        assert 0.5 < metrics["test"]["accuracy"] <= 1.0
+        assert metrics["settings"]["train_subset"] == 5000
+        assert len(pd.read_csv(run / "history.csv")) > 10
+        executed = nbformat.read(run / "train.ipynb", as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+def test_aggregate_table_has_one_row_per_run(smoke_repo):
+    runs = pd.read_csv(smoke_repo / "results" / "aggregate" / "runs.csv")
+    assert sorted(runs["scheduler"]) == sorted(SCHEDULERS)
+    assert runs["test_accuracy"].between(0.5, 1.0).all()
+    history = pd.read_csv(smoke_repo / "results" / "aggregate" / "history.csv")
+    assert set(history["scheduler"]) == set(SCHEDULERS)
+
+
+def test_tables_and_numbers_come_from_the_runs(smoke_repo):
+    runs = pd.read_csv(smoke_repo / "results" / "aggregate" / "runs.csv")
+    table = (smoke_repo / "paper" / "generated" / "results_table.tex").read_text()
+    assert r"\toprule" in table and r"\bottomrule" in table
+    for name in SCHEDULERS:
+        acc = runs.loc[runs["scheduler"] == name, "test_accuracy"].iloc[0]
+        assert f"\\texttt{{{name}}} & ${100 * acc:.2f} \\pm 0.00$" in table
+    numbers = (smoke_repo / "paper" / "generated" / "numbers.tex").read_text()
+    assert r"\newcommand{\MnistEpochs}{3}" in numbers
+    assert r"\newcommand{\UncertaintyGradnormThreshold}{0.1}" in numbers
+    findings = (smoke_repo / "paper" / "generated" / "findings.tex").read_text()
+    assert "uncertainty-gradnorm" in findings and "uncertainty-variance" in findings
+
+
+def test_figures_and_pdf_exist_and_are_not_trivial(smoke_repo):
+    for name in ("val_accuracy", "lr", "signals"):
+        assert (smoke_repo / "figures" / f"{name}.pdf").stat().st_size > 5_000
+        assert (smoke_repo / "figures" / f"{name}.png").stat().st_size > 10_000
+    pdf = (smoke_repo / "paper" / "main.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 50_000
+    log = (smoke_repo / "paper" / "main.log").read_text(errors="replace")
+    pages = re.search(r"Output written on main.pdf \((\d+) pages", log)
+    assert pages and int(pages.group(1)) >= 3
+    assert "There were undefined references" not in log
+    assert "Citation" not in log  # every citation resolved in the final pass
+
+
+def test_second_dry_run_has_nothing_to_do(smoke_repo, run_snakemake):
+    proc = run_snakemake(smoke_repo, "-n", "--configfile", "config/smoke.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_snakemake_lint_is_clean(smoke_repo, run_snakemake):
+    proc = run_snakemake(smoke_repo, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Congratulations, your workflow is in a good condition" in out
+
+
+def test_paper_has_no_hand_typed_results():
+    """The results section of the paper takes every number from generated files."""
+    tex = (repo_root() / "paper" / "main.tex").read_text()
+    results = tex.split(r"\section{Results}")[1].split(r"\section{Limitations}")[0]
+    prose = re.sub(r"\\(ref|label|input|includegraphics|caption)(\[[^]]*\])?\{[^}]*\}", "", results)
+    prose = re.sub(r"width=[0-9.]+\\textwidth", "", prose)
+    assert not re.findall(r"\d", prose), re.findall(r".{20}\d.{20}", prose)
+
+
+def test_committed_notebooks_are_stripped_and_parameterised():
+    nb = nbformat.read(repo_root() / "notebooks" / "train.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert any("parameters" in c.metadata.get("tags", []) for c in code)

@@ -1,0 +1,250 @@
+import io
+import math
+import random
+
+import pytest
+import torch
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    SequentialLR,
+    StepLR,
+)
+
+from uncertainty_lr import SCHEDULERS, UncertaintyLR, build_scheduler
+
+
+def make_optimizer(lrs=(1.0,)):
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": lr} for lr in lrs]
+    return torch.optim.SGD(groups, lr=lrs[0])
+
+
+def decide(opt, sched, values):
+    for v in values:
+        sched.observe(v)
+    opt.step()
+    sched.step()
+    return sched.get_last_lr()
+
+
+# Golden trace: threshold 0.1, factor 0.5, increase 1.1, LR in [1e-3, 1].
+# Each row: values observed during one decision interval, expected LR after step().
+GOLDEN = [
+    # observed           expected LR
+    ([0.2],              0.5),        # above: x0.5
+    ([0.3, 0.3],         0.25),       # above: x0.5
+    ([0.05],             0.275),      # below: x1.1
+    ([0.02, 0.08],       0.3025),     # mean 0.05, below: x1.1
+    ([],                 0.3025),     # nothing observed: keep
+    ([0.1],              0.3025),     # equal to threshold: keep
+    ([0.01],             0.33275),    # below
+    ([0.5, float("nan")], 0.166375),  # NaN skipped, mean 0.5: above
+    ([float("inf")],     0.166375),   # only non-finite: keep
+]
+
+
+def test_golden_trace():
+    opt = make_optimizer()
+    sched = UncertaintyLR(opt, threshold=0.1, factor=0.5, increase_factor=1.1)
+    assert sched.get_last_lr() == [1.0]
+    for observed, expected in GOLDEN:
+        assert decide(opt, sched, observed)[0] == pytest.approx(expected, rel=1e-12)
+    assert sched.num_nonfinite == 2
+    assert (sched.num_decreases, sched.num_increases) == (3, 3)
+
+
+def test_bounds_clip_the_learning_rate():
+    opt = make_optimizer()
+    sched = UncertaintyLR(opt, threshold=0.1)
+    assert decide(opt, sched, [0.0])[0] == 1.0  # already at max_lr = initial LR
+    for _ in range(20):
+        lr = decide(opt, sched, [1.0])[0]
+    assert lr == pytest.approx(1e-3)  # floor: min_lr_ratio x initial
+
+
+def reference_trace(base, intervals, threshold, factor, increase, lo, hi):
+    """Slow, obvious implementation of the rule, for comparison."""
+    lr, out = base, []
+    for values in intervals:
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            s = sum(finite) / len(finite)
+            if s > threshold:
+                lr = min(max(lr * factor, lo), hi)
+            elif s < threshold:
+                lr = min(max(lr * increase, lo), hi)
+        out.append(lr)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_reference_on_random_signals(seed):
+    rng = random.Random(seed)
+    threshold = rng.uniform(0.01, 1.0)
+    factor, increase = rng.uniform(0.1, 0.9), rng.uniform(1.01, 1.5)
+    intervals = [
+        [rng.choice([rng.uniform(0, 2 * threshold), float("nan")]) if rng.random() < 0.1
+         else rng.uniform(0, 2 * threshold) for _ in range(rng.randint(0, 4))]
+        for _ in range(60)
+    ]
+    opt = make_optimizer((0.3,))
+    sched = UncertaintyLR(opt, threshold=threshold, factor=factor, increase_factor=increase,
+                          min_lr=0.3 * 1e-2, max_lr=0.6)
+    got = [decide(opt, sched, values)[0] for values in intervals]
+    want = reference_trace(0.3, intervals, threshold, factor, increase, 0.003, 0.6)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_two_groups_have_their_own_bounds():
+    opt = make_optimizer((1.0, 0.1))
+    sched = UncertaintyLR(opt, threshold=0.1, min_lr=[0.5, 0.001])
+    for _ in range(3):
+        lrs = decide(opt, sched, [1.0])
+    assert lrs == pytest.approx([0.5, 0.0125])
+    lrs = decide(opt, sched, [0.0])
+    assert lrs == pytest.approx([0.55, 0.01375])
+
+
+def test_sequential_lr_after_linear_warmup_starts_from_base_lr():
+    opt = make_optimizer((1.0,))
+    warmup = LinearLR(opt, start_factor=0.1, total_iters=3)
+    adaptive = UncertaintyLR(opt, threshold=0.1)
+    sched = SequentialLR(opt, [warmup, adaptive], milestones=[3])
+    lrs = [sched.get_last_lr()[0]]
+    for _ in range(3):
+        adaptive.observe(5.0)  # observed during warmup: discarded at the milestone
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert lrs == pytest.approx([0.1, 0.4, 0.7, 1.0])
+    adaptive.observe(5.0)
+    opt.step()
+    sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": -1.0}, "threshold"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"threshold": 0.1, "factor": 1.0}, "factor"),
+        ({"threshold": 0.1, "factor": 0.0}, "factor"),
+        ({"threshold": 0.1, "increase_factor": 1.0}, "increase_factor"),
+        ({"threshold": 0.1, "increase_factor": 0.9}, "increase_factor"),
+        ({"threshold": 0.1, "min_lr": 2.0, "max_lr": 1.0}, "min_lr"),
+        ({"threshold": 0.1, "min_lr": [0.1, 0.2]}, "parameter groups"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UncertaintyLR(make_optimizer(), **kwargs)
+
+
+def test_observe_rejects_non_scalar_tensor():
+    sched = UncertaintyLR(make_optimizer(), threshold=0.1)
+    with pytest.raises(ValueError, match="scalar"):
+        sched.observe(torch.ones(3))
+    sched.observe(torch.tensor(0.5))  # 0-d tensors are fine
+    assert sched.signal_count == 1
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_registry_baselines_are_torchs_classes_with_the_study_values():
+    epochs, spe = 50, 100
+    sched, _ = build_scheduler("step", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    assert type(sched) is StepLR and (sched.step_size, sched.gamma) == (10, 0.1)
+    sched, _ = build_scheduler("cosine", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    assert type(sched) is CosineAnnealingLR and (sched.T_max, sched.eta_min) == (50, 0.0)
+    sched, _ = build_scheduler("exponential", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    assert type(sched) is ExponentialLR and sched.gamma == pytest.approx(0.95)
+    sched, _ = build_scheduler("constant", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    assert type(sched) is ConstantLR
+    sched, spec = build_scheduler("uncertainty-gradnorm", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    assert (sched.threshold, sched.factor, spec.signal) == (0.1, 0.5, "grad_norm")
+    sched, spec = build_scheduler("uncertainty-variance", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    assert (sched.threshold, sched.factor, spec.signal) == (0.01, 0.5, "predictive_variance")
+
+
+def test_registry_scales_to_the_run():
+    # absolute: the study's per-epoch values whatever the run length
+    s, _ = build_scheduler("step", make_optimizer(), epochs=15, steps_per_epoch=7)
+    assert s.step_size == 10
+    s, _ = build_scheduler("cosine", make_optimizer(), epochs=15, steps_per_epoch=7)
+    assert s.T_max == 15
+    # fraction: the same fraction of the run as in the 50-epoch reference
+    s, _ = build_scheduler("step", make_optimizer(), epochs=5, steps_per_epoch=7, scaling="fraction")
+    assert s.step_size == 1
+    s, _ = build_scheduler("exponential", make_optimizer(), epochs=5, steps_per_epoch=7, scaling="fraction")
+    assert s.gamma**5 == pytest.approx(0.95**50)
+    # per optimizer step: times converted to steps
+    s, _ = build_scheduler("step", make_optimizer(), epochs=50, steps_per_epoch=7, interval="step")
+    assert s.step_size == 70
+    s, _ = build_scheduler("exponential", make_optimizer(), epochs=50, steps_per_epoch=7, interval="step")
+    assert s.gamma**7 == pytest.approx(0.95)
+    s, _ = build_scheduler("cosine", make_optimizer(), epochs=3, steps_per_epoch=7, interval="step")
+    assert s.T_max == 21
+
+
+def test_registry_errors_name_the_valid_choices():
+    with pytest.raises(ValueError, match="valid names: constant, step, cosine"):
+        build_scheduler("stepp", make_optimizer(), epochs=1, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="valid: \\['gamma', 'step_size'\\]"):
+        build_scheduler("step", make_optimizer(), epochs=1, steps_per_epoch=1, stepsize=3)
+    with pytest.raises(ValueError, match="epochs"):
+        build_scheduler("step", make_optimizer(), epochs=0, steps_per_epoch=1)
+
+
+def run_epochs(opt, sched, spec, observations):
+    """One decision per entry of ``observations`` (values seen in that epoch)."""
+    lrs = []
+    for values in observations:
+        if spec.signal:
+            for v in values:
+                sched.observe(v)
+        opt.step()
+        sched.step()
+        lrs.append(list(sched.get_last_lr()))
+    return lrs
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_bounds_groups_and_resume(name):
+    def fresh():
+        opt = make_optimizer((1e-3, 5e-4))
+        sched, spec = build_scheduler(name, opt, epochs=20, steps_per_epoch=10)
+        return opt, sched, spec
+
+    threshold = SCHEDULERS[name].defaults.get("threshold", 1.0)
+    rng = random.Random(0)
+    observations = [[rng.uniform(0, 2 * threshold) for _ in range(3)] for _ in range(20)]
+
+    # uninterrupted: 20 epochs
+    opt, sched, spec = fresh()
+    full = run_epochs(opt, sched, spec, observations)
+    for lr0, lr1 in full:
+        assert 0.0 <= lr0 <= 1e-3 and 0.0 <= lr1 <= 5e-4
+    assert sched.get_last_lr() == [g["lr"] for g in opt.param_groups]
+    if spec.signal:
+        assert len({round(lr0, 12) for lr0, _ in full}) > 1  # the signal moved the LR
+
+    # 12 epochs and one observation of the 13th, save, load (weights_only) into
+    # fresh objects, finish: the same learning rates
+    opt, sched, spec = fresh()
+    first = run_epochs(opt, sched, spec, observations[:12])
+    if spec.signal:
+        sched.observe(observations[12][0])
+    buf = io.BytesIO()
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    opt2, sched2, spec2 = fresh()
+    opt2.load_state_dict(state["optimizer"])
+    sched2.load_state_dict(state["scheduler"])
+    rest = run_epochs(opt2, sched2, spec2, [observations[12][1:], *observations[13:]])
+    assert first + rest == full

@@ -1,0 +1,54 @@
+# From run outputs to the aggregate table, the figures and the LaTeX tables.
+
+from uncertainty_lr.analysis.figures import FIGURES
+
+TABLES = ["results_table", "setup", "numbers", "findings"]
+
+
+rule aggregate:
+    input:
+        [f"{RESULTS}/runs/{t}/{s}/seed{k}/metrics.json" for t, s, k in RUNS],
+    output:
+        runs=f"{RESULTS}/aggregate/runs.csv",
+        history=f"{RESULTS}/aggregate/history.csv",
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    conda:
+        "../../environment.yml"
+    params:
+        out=folder_of("runs"),
+    shell:
+        "python -m uncertainty_lr.analysis aggregate --out {params.out} {input} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        runs=rules.aggregate.output.runs,
+        history=rules.aggregate.output.history,
+    output:
+        expand("figures/{name}.{ext}", name=FIGURES, ext=["pdf", "png"]),
+    log:
+        f"{RESULTS}/logs/figures.log",
+    conda:
+        "../../environment.yml"
+    params:
+        aggregate=folder_of("runs"),
+    shell:
+        "python -m uncertainty_lr.analysis figures --aggregate {params.aggregate} --out figures "
+        "> {log} 2>&1"
+
+
+rule tables:
+    input:
+        runs=rules.aggregate.output.runs,
+    output:
+        expand("paper/generated/{name}.tex", name=TABLES),
+    log:
+        f"{RESULTS}/logs/tables.log",
+    conda:
+        "../../environment.yml"
+    params:
+        aggregate=folder_of("runs"),
+    shell:
+        "python -m uncertainty_lr.analysis tables --aggregate {params.aggregate} "
+        "--out paper/generated > {log} 2>&1"

@@ -1,0 +1,23 @@
+# Helpers of the rules: parameters derived from the validated config.
+
+import json
+import os
+
+from uncertainty_lr.config import resolve_run
+
+
+def run_parameters(wildcards, output):
+    """Papermill parameters (JSON, which is YAML) of one run: settings and out_dir."""
+    settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
+    out_dir = os.path.dirname(output.metrics)
+    return json.dumps({"settings": settings.to_dict(), "out_dir": out_dir, "progress": False})
+
+
+def folder_of(name):
+    """A params function: the folder of the rule's output or input file ``name``."""
+
+    def get(wildcards, input, output):
+        files = output if name in output.keys() else input
+        return os.path.dirname(getattr(files, name))
+
+    return get

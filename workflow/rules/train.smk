@@ -1,0 +1,24 @@
+# One training run: the parameterised notebook, executed by papermill. The executed
+# copy (with its outputs and plots) is kept beside the run's metrics.json.
+
+rule train:
+    input:
+        notebook="notebooks/train.ipynb",
+    output:
+        metrics=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/metrics.json",
+        history=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/history.csv",
+        notebook=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/train.ipynb",
+    params:
+        parameters=run_parameters,
+    log:
+        f"{RESULTS}/logs/train/{{task}}/{{scheduler}}/seed{{seed}}.log",
+    threads: config["threads_per_run"]
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../../environment.yml"
+    shell:
+        "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
+        "-y {params.parameters:q} > {log} 2>&1"
