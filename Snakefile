@@ -4,10 +4,16 @@
 # Data flow: train (one papermill notebook per task x scheduler x seed) -> aggregate
 # -> figures + tables -> paper/main.pdf. The config is validated before any job runs.
 
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath("src"))  # the project, also where it is not installed
+
 import yaml
 from snakemake.exceptions import WorkflowError
 
 from uncertainty_lr.config import ConfigError, validate_config
+from uncertainty_lr.paths import export_source_path
 
 # The default config, unless one is given with --configfile (the `configfile:`
 # directive would merge the two, leaking the default's tasks into other configs).
@@ -19,6 +25,9 @@ try:
     validate_config(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+
+# Jobs import the project from src/ whichever environment runs them (venv or conda).
+export_source_path()
 
 RESULTS = config["results_dir"]
 RUNS = [

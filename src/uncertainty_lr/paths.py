@@ -36,3 +36,12 @@ def raw_data_dir() -> Path:
 def run_dir(results_dir: str | Path, task: str, scheduler: str, seed: int) -> Path:
     """Folder of one run: ``<results>/runs/<task>/<scheduler>/seed<k>``."""
     return Path(results_dir) / "runs" / task / scheduler / f"seed{seed}"
+
+
+def export_source_path() -> None:
+    """Prepend this checkout's ``src`` folder to ``$PYTHONPATH`` of this process, so
+    that every job the pipeline starts (in any environment: venv, conda) imports the
+    project's own code."""
+    src = str(Path(__file__).resolve().parents[1])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])
