@@ -58,6 +58,9 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "steps": metrics["steps"], "epochs_completed": metrics["epochs_completed"],
         "steps_per_epoch": metrics["steps_per_epoch"], "train_examples": metrics["train_examples"],
         "final_lr": metrics["final_lr"][0],
+        # decisions of an uncertainty schedule (NaN for fixed schedules)
+        "lr_decreases": (metrics.get("lr_decisions") or {}).get("decreases", nan),
+        "lr_increases": (metrics.get("lr_decisions") or {}).get("increases", nan),
         "wall_seconds": metrics["wall_seconds"], "train_seconds": metrics["train_seconds"],
         "device": metrics["device"], "device_name": metrics["device_name"],
         "num_threads": metrics["num_threads"],

@@ -38,12 +38,15 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> None:
     plt.close(fig)
 
 
-def _facet(history: pd.DataFrame, y: str, ylabel: str, log: bool = False) -> sns.FacetGrid:
+def _facet(
+    history: pd.DataFrame, y: str, ylabel: str, log: bool = False, **line_kws
+) -> sns.FacetGrid:
     order = _order(history)
+    line_kws = {"errorbar": ("pi", 100), **line_kws}
     grid = sns.relplot(
         data=history, x="epoch", y=y, hue="scheduler", hue_order=order, col="task",
-        kind="line", errorbar=("pi", 100), height=3.2, aspect=1.35,
-        facet_kws={"sharey": False, "sharex": False},
+        kind="line", height=3.2, aspect=1.35,
+        facet_kws={"sharey": False, "sharex": False}, **line_kws,
     )
     grid.set_axis_labels("epoch", ylabel)
     if log:
@@ -60,9 +63,16 @@ def plot_val_accuracy(history: pd.DataFrame, out_dir: Path) -> None:
 
 
 def plot_lr(history: pd.DataFrame, out_dir: Path) -> None:
-    """Learning rate of parameter group 0 against epochs, per scheduler (log scale)."""
-    evals = history[history["kind"] == "eval"]
-    grid = _facet(evals, "lr", "learning rate", log=True)
+    """Learning rate of parameter group 0 against epochs, one line per seed and
+    scheduler (log scale).
+
+    Each evaluation row holds the rate used in the interval that ends there, so the
+    lines are drawn as steps that end at the evaluation."""
+    evals = history[(history["kind"] == "eval") & (history["epoch"] > 0)]
+    grid = _facet(
+        evals, "lr", "learning rate", log=True, drawstyle="steps-pre", units="seed",
+        estimator=None, errorbar=None, linewidth=1.0,
+    )
     _save(grid.figure, out_dir, "lr")
 
 

@@ -79,6 +79,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "epochs_to_target_median": float(np.median(g["epochs_to_target"].to_numpy(float))),
             "seconds_to_target_median": float(np.median(g["seconds_to_target"].to_numpy(float))),
             "device_hours_sum": float(g["device_hours"].sum()),
+            "decreases_mean": float(g["lr_decreases"].mean()),
+            "increases_mean": float(g["lr_increases"].mean()),
+            "epochs": float(g["epochs"].mean()),
             "train_seconds_mean": float(g["train_seconds"].mean()),
         })
     out = pd.DataFrame(rows)
@@ -100,13 +103,14 @@ def results_table(runs: pd.DataFrame) -> str:
         if i:
             lines.append(r"\midrule")
         unit = runs.loc[runs["task"] == task, "device_hours_unit"].iloc[0]
+        unit = {"cpu-core-hours": "core-h", "gpu-hours": "GPU-h"}.get(unit, unit)
         for j, r in enumerate(block.itertuples()):
             ep = "not reached" if math.isinf(r.epochs_to_target_median) else f"{r.epochs_to_target_median:.2f}"
             sec = "not reached" if math.isinf(r.seconds_to_target_median) else f"{r.seconds_to_target_median:.0f}"
             lines.append(
                 f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}} & "
                 f"{_pct(r.acc_mean, r.acc_std)} & {_pct(r.f1_mean, r.f1_std)} & {ep} & {sec} & "
-                f"{r.n_reached}/{r.n_seeds} & {r.device_hours_sum:.3f}\\,{tex_escape(unit.split('-')[0])} \\\\"
+                f"{r.n_reached}/{r.n_seeds} & {r.device_hours_sum:.3f}\\,{tex_escape(unit)} \\\\"
             )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
@@ -206,9 +210,16 @@ def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
                     f"{int(block.loc[b, 'n_reached'])} of {int(block.loc[b, 'n_seeds'])} for "
                     f"\\texttt{{{tex_escape(b)}}}"
                 )
+                r = block.loc[a]
+                decisions = (
+                    f" Of the {r.epochs:.0f} end-of-epoch decisions of a run, it decided to lower "
+                    f"the learning rate {r.decreases_mean:.1f} times and to raise it "
+                    f"{r.increases_mean:.1f} times (mean over seeds; at a bound the rate stays)."
+                )
                 text.append(
                     f"\\texttt{{{tex_escape(a)}}} scored ${acc_a:.2f}\\%$, {relation} the best "
                     f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$); {speed}."
+                    + decisions
                 )
         paragraphs.append(" ".join(text))
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
