@@ -149,7 +149,7 @@ def test_observe_rejects_non_scalar_tensor():
     with pytest.raises(ValueError, match="scalar"):
         sched.observe(torch.ones(3))
     sched.observe(torch.tensor(0.5))  # 0-d tensors are fine
-    assert sched.signal_count == 1
+    assert sched.counts == {"signal": 1}
 
 
 # ------------------------------------------------------------------ registry
@@ -248,3 +248,208 @@ def test_every_scheduler_bounds_groups_and_resume(name):
     sched2.load_state_dict(state["scheduler"])
     rest = run_epochs(opt2, sched2, spec2, [observations[12][1:], *observations[13:]])
     assert first + rest == full
+
+
+# ------------------------------------------------- options: ema, rel, cooldown, several signals
+
+
+def reference_general(base, intervals, thresholds, factor, increase, lo, hi, smoothing="mean",
+                      ema_half_life=None, mode="abs", scale_half_life=5.0, cooldown=0,
+                      combine="any", weights=None):
+    """Slow, obvious implementation of every option, decision by decision.
+
+    ``intervals``: per decision, a list of {signal name: value} observations."""
+    names = list(thresholds)
+    weights = weights or {n: 1.0 for n in names}
+    lr, out, ema, scale, wait = base, [], {}, {}, 0
+    for observations in intervals:
+        seen = {n: [o[n] for o in observations if n in o and math.isfinite(o[n])] for n in names}
+        for o in observations:
+            for n, v in o.items():
+                if math.isfinite(v) and smoothing == "ema":
+                    a = 1 - 0.5 ** (1 / ema_half_life)
+                    ema[n] = v if n not in ema else ema[n] + a * (v - ema[n])
+        signal = {n: (sum(vs) / len(vs) if smoothing == "mean" else ema[n]) for n, vs in seen.items() if vs}
+        if not signal:
+            out.append(lr)
+            continue
+        if mode == "rel":
+            ratio, ready = {}, True
+            for n, v in signal.items():
+                if n in scale:
+                    ratio[n] = v / scale[n]
+                else:
+                    ready = False
+                a = 1 - 0.5 ** (1 / scale_half_life)
+                scale[n] = v if n not in scale else scale[n] + a * (v - scale[n])
+            if not ready:
+                out.append(lr)
+                continue
+            signal = ratio
+        if wait > 0:
+            wait -= 1
+            out.append(lr)
+            continue
+        r = {n: v / thresholds[n] for n, v in signal.items()}
+        if combine == "weighted":
+            score = sum(weights[n] * x for n, x in r.items()) / sum(weights[n] for n in r)
+            verdict = -1 if score > 1 else (1 if score < 1 else 0)
+        else:
+            verdict = -1 if any(x > 1 for x in r.values()) else (
+                1 if len(r) == len(names) and all(x < 1 for x in r.values()) else 0)
+        if verdict == -1:
+            lr, wait = min(max(lr * factor, lo), hi), cooldown
+        elif verdict == 1:
+            lr = min(max(lr * increase, lo), hi)
+        out.append(lr)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_options_match_reference_on_random_signals(seed):
+    rng = random.Random(100 + seed)
+    several = seed % 2 == 1
+    thresholds = {"g": rng.uniform(0.05, 1.0), "v": rng.uniform(0.005, 0.1)} if several else {"signal": rng.uniform(0.05, 1.0)}
+    options = {
+        "smoothing": rng.choice(["mean", "ema"]),
+        "mode": rng.choice(["abs", "rel"]),
+        "cooldown": rng.choice([0, 0, 2]),
+        "combine": rng.choice(["any", "weighted"]),
+    }
+    ema_half_life = rng.uniform(1, 20)
+    weights = {n: rng.uniform(0.5, 2) for n in thresholds} if several else None
+    rel_thresholds = {n: rng.uniform(0.8, 1.3) for n in thresholds}
+    th = rel_thresholds if options["mode"] == "rel" else thresholds
+
+    def value(n):
+        if rng.random() < 0.05:
+            return float("nan")
+        return rng.uniform(0, 2 * thresholds[n])
+
+    intervals = [
+        [{n: value(n) for n in thresholds if rng.random() < 0.9} for _ in range(rng.randint(0, 4))]
+        for _ in range(80)
+    ]
+    opt = make_optimizer((0.3,))
+    sched = UncertaintyLR(
+        opt, threshold=th if several else th["signal"], factor=0.6, increase_factor=1.2,
+        min_lr=0.003, max_lr=0.6, smoothing=options["smoothing"], ema_half_life=ema_half_life,
+        threshold_mode=options["mode"], scale_half_life=3.0, cooldown=options["cooldown"],
+        combine=options["combine"], weights=weights,
+    )
+    got = []
+    for observations in intervals:
+        for o in observations:
+            if o:
+                sched.observe(o if several else o["signal"])
+        opt.step()
+        sched.step()
+        got.append(sched.get_last_lr()[0])
+    want = reference_general(
+        0.3, intervals, th, 0.6, 1.2, 0.003, 0.6, smoothing=options["smoothing"],
+        ema_half_life=ema_half_life, mode=options["mode"], scale_half_life=3.0,
+        cooldown=options["cooldown"], combine=options["combine"], weights=weights,
+    )
+    assert got == pytest.approx(want, rel=1e-9)
+    assert len(set(got)) > 1, options  # the sequence exercised the rule
+
+
+def test_relative_threshold_is_scale_free():
+    """The same rel setting gives the same LR trace for signals 1000x apart."""
+    def trace(scale):
+        opt = make_optimizer()
+        sched = UncertaintyLR(opt, threshold=1.1, threshold_mode="rel", scale_half_life=2.0)
+        rng = random.Random(3)
+        return [decide(opt, sched, [scale * rng.uniform(0.5, 1.5)])[0] for _ in range(30)]
+    assert trace(1e-3) == pytest.approx(trace(1.0), rel=1e-9)
+
+
+def test_cooldown_golden():
+    opt = make_optimizer()
+    sched = UncertaintyLR(opt, threshold=0.1, cooldown=2)
+    lrs = [decide(opt, sched, [v])[0] for v in (1.0, 1.0, 1.0, 1.0, 0.0)]
+    # decrease, 2 decisions kept, decrease, cooldown again
+    assert lrs == pytest.approx([0.5, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_several_signals_any_exceeds_golden():
+    opt = make_optimizer()
+    sched = UncertaintyLR(opt, threshold={"grad_norm": 0.1, "predictive_variance": 0.01})
+    table = [
+        ({"grad_norm": 0.2, "predictive_variance": 0.001}, 0.5),    # one exceeds: down
+        ({"grad_norm": 0.05, "predictive_variance": 0.005}, 0.55),  # all below: up
+        ({"grad_norm": 0.05}, 0.55),                                # one missing: keep
+    ]
+    for observed, expected in table:
+        sched.observe(observed)
+        opt.step()
+        sched.step()
+        assert sched.get_last_lr()[0] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="observe a mapping"):
+        sched.observe(0.1)
+    with pytest.raises(ValueError, match="unknown signal 'loss'"):
+        sched.observe({"loss": 1.0})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"smoothing": "ema"}, "ema_half_life"),
+        ({"smoothing": "median"}, "smoothing"),
+        ({"threshold_mode": "ratio"}, "threshold_mode"),
+        ({"cooldown": -1}, "cooldown"),
+        ({"combine": "all"}, "combine"),
+        ({"threshold": {"a": 0.1}, "weights": {"b": 1.0}}, "weights name signals"),
+        ({"threshold": {"a": 0.1, "b": -1}}, "threshold must be a finite number > 0"),
+        ({"scale_half_life": 0}, "scale_half_life"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs, match):
+    kwargs = {"threshold": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        UncertaintyLR(make_optimizer(), **kwargs)
+
+
+# --------------------------------------------------------------------- distributed
+
+
+def _ddp_worker(rank, world, init_file, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        opt = make_optimizer()
+        sched = UncertaintyLR(opt, threshold=0.1)
+        # rank 0 sees 0.3 and 0.1 (mean 0.2, above); rank 1 sees 0.0 (below): the global
+        # mean (0.3 + 0.1 + 0.0) / 3 = 0.133 is above the threshold on both ranks
+        for v in ([0.3, 0.1] if rank == 0 else [0.0]):
+            sched.observe(v)
+        opt.step()
+        sched.step()
+        results[rank] = (sched.get_last_lr()[0], sched.last_signal["signal"])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_signals_are_averaged_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    assert results[0] == results[1]
+    lr, signal = results[0]
+    assert signal == pytest.approx(0.4 / 3)
+    assert lr == pytest.approx(0.5)
+
+
+def test_decision_interval_decides_every_nth_step_on_all_values_since():
+    opt = make_optimizer()
+    sched = UncertaintyLR(opt, threshold=0.1, decision_interval=3)
+    lrs = []
+    for values in ([0.5], [0.0], [0.0], [0.0], [0.0], [0.0]):
+        lrs.append(decide(opt, sched, values)[0])
+    # step 3 decides on mean(0.5, 0, 0) = 0.167 > 0.1: down; step 6 on 0: up
+    assert lrs == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.5, 0.55])
+    with pytest.raises(ValueError, match="decision_interval"):
+        UncertaintyLR(make_optimizer(), threshold=0.1, decision_interval=0)

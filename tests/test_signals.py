@@ -73,3 +73,81 @@ def test_predictive_variance_mask_excludes_positions():
 def test_predictive_variance_bad_input(logits, mask, match):
     with pytest.raises(ValueError, match=match):
         predictive_variance(logits, mask)
+
+
+# ------------------------------------------------------------- further signals
+from uncertainty_lr.signals import (  # noqa: E402
+    loss_variance,
+    mc_dropout_variance,
+    predictive_entropy,
+    span_predictive_variance,
+)
+
+
+def test_predictive_entropy_bounds():
+    one_hot = torch.full((3, 4), -1e4)
+    one_hot[:, 1] = 1e4
+    assert float(predictive_entropy(one_hot)) == pytest.approx(0.0, abs=1e-6)
+    assert float(predictive_entropy(torch.zeros(5, 7))) == pytest.approx(math.log(7))
+    logits = torch.log(torch.tensor([[0.5, 0.5, 1e-30]]))
+    assert float(predictive_entropy(logits)) == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_span_variance_ignores_masked_positions():
+    start = torch.zeros(2, 6)
+    end = torch.zeros(2, 6)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    start[:, 0] = 50.0  # a confident CLS / question position is masked out
+    # uniform over 4 and over 2 context tokens: (3/4 + 1/2) / 2 for each of start and end
+    assert float(span_predictive_variance(start, end, mask)) == pytest.approx((0.75 + 0.5) / 2)
+    with pytest.raises(ValueError, match="at least two context tokens"):
+        span_predictive_variance(start, end, torch.eye(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="shape"):
+        span_predictive_variance(start, end[:, :5], mask)
+
+
+def test_loss_variance():
+    assert float(loss_variance(torch.tensor([1.0, 3.0]))) == pytest.approx(2.0)
+    assert float(loss_variance(torch.full((8,), 0.7))) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        loss_variance(torch.tensor([1.0]))
+
+
+class DropoutNet(torch.nn.Module):
+    def __init__(self, p=0.5, functional=False):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(6, 16)
+        self.bn = torch.nn.BatchNorm1d(16)
+        self.drop = torch.nn.Dropout(p) if not functional else torch.nn.Identity()
+        self.functional, self.p = functional, p
+        self.fc2 = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.bn(torch.relu(self.fc1(x)))
+        h = torch.nn.functional.dropout(h, self.p, self.training) if self.functional else self.drop(h)
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_mc_dropout_variance_restores_modes_rng_and_batchnorm(functional):
+    torch.manual_seed(0)
+    model = DropoutNet(functional=functional).eval()
+    model.drop.train()  # a mixed state that must come back as it was
+    probe = torch.randn(12, 6)
+    bn_before = model.bn.running_mean.clone()
+    rng_before = torch.get_rng_state()
+    v = mc_dropout_variance(model, probe, passes=8)
+    assert float(v) > 0.0
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert torch.equal(model.bn.running_mean, bn_before)
+    assert not model.training and model.drop.training and not model.bn.training
+    # deterministic given the global RNG state
+    assert float(mc_dropout_variance(model, probe, passes=8)) == float(v)
+
+
+def test_mc_dropout_variance_refuses_a_model_without_dropout():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="no active dropout"):
+        mc_dropout_variance(model, torch.randn(5, 4))
+    with pytest.raises(ValueError, match="passes"):
+        mc_dropout_variance(DropoutNet(), torch.randn(5, 6), passes=1)

@@ -54,12 +54,37 @@ def _as_float(value: float | torch.Tensor) -> float:
     return float(value)
 
 
+SINGLE = "signal"
+"""Name under which a single (unnamed) signal is kept."""
+
+
+def _check_positive_mapping(value: Number | Mapping[str, Number], name: str) -> dict[str, float]:
+    items = dict(value) if isinstance(value, Mapping) else {SINGLE: value}
+    if not items:
+        raise ValueError(f"{name} must name at least one signal")
+    out = {}
+    for key, v in items.items():
+        v = float(v)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r} for {key!r}")
+        out[str(key)] = v
+    return out
+
+
+def _distributed_world() -> int:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 class UncertaintyLR(LRScheduler):
     r"""Lower the learning rate when the model is uncertain, raise it when it is not.
 
-    At each decision (each call of :meth:`step`) the signal is the mean of the values
-    passed to :meth:`observe` since the previous decision, ``s``. For every parameter
-    group with current learning rate :math:`\eta`:
+    At each decision (each call of :meth:`step`) the signal ``s`` is, by default, the
+    mean of the values passed to :meth:`observe` since the previous decision (no
+    memory across decisions). For every parameter group with current learning rate
+    :math:`\eta`:
 
     .. math::
 
@@ -85,25 +110,49 @@ class UncertaintyLR(LRScheduler):
                 optimizer.step()
             scheduler.step()          # decides on this epoch's mean signal
 
-    The unit of a decision interval is whatever the caller steps on: per epoch above,
-    per optimizer step if ``step()`` is called after every ``optimizer.step()``.
+    The unit of the decision interval is whatever the caller steps on: per epoch above,
+    per optimizer step if ``step()`` follows every ``optimizer.step()`` (the
+    registry's ``interval`` says which).
+
+    Options:
+
+    - ``smoothing="ema"``: the decision uses an exponential moving average of all
+      values observed so far, with half-life ``ema_half_life`` observations (weight
+      ``1 - 0.5 ** (1 / half_life)`` on each new value; the first value starts it).
+    - ``threshold_mode="rel"``: the signal is divided by its own running scale before
+      it is compared with ``threshold`` (e.g. ``threshold=1.2``: lower the rate when
+      the signal is 20% above its usual level). The scale is an EMA of the past
+      decisions' signals with half-life ``scale_half_life`` decisions; the first
+      decision only sets the scale and keeps the rate. One setting then works for
+      models whose gradient norms differ by orders of magnitude.
+    - ``cooldown``: decisions to skip (rate kept) after each decrease, as in
+      ``ReduceLROnPlateau``.
+    - Several signals: give ``threshold`` as a mapping, e.g.
+      ``{"grad_norm": 0.1, "predictive_variance": 0.01}``, and ``observe`` a mapping
+      with the same names. ``combine="any"``: decrease if any signal exceeds its
+      threshold, increase if all are below. ``combine="weighted"``: the score
+      ``sum_i w_i s_i / threshold_i / sum_i w_i`` (weights ``weights``, default 1)
+      is compared with 1.
 
     Non-finite observed values (NaN, +-inf) never reach the learning rate: they are
     skipped, counted in ``num_nonfinite`` and logged as a warning. A decision with no
     finite value keeps the learning rate.
 
-    ``state_dict()`` holds only numbers and lists, so it loads with
-    ``torch.load(..., weights_only=True)``; a restored scheduler continues exactly,
-    pending observations included.
+    Under ``torch.distributed`` (initialised, world size > 1) each signal is averaged
+    over all ranks at every decision (one ``all_reduce``), so all ranks take the same
+    decision; ``step()`` must then be called on every rank, as usual under DDP.
 
-    Inside ``SequentialLR`` (after a warmup), the scheduler starts from its base
-    learning rate at the milestone and discards the values observed before it.
+    ``state_dict()`` holds only numbers, strings, lists and dicts, so it loads with
+    ``torch.load(..., weights_only=True)``; a restored scheduler continues exactly,
+    pending observations included. Inside ``SequentialLR`` (after a warmup), the
+    scheduler starts from its base learning rate at the milestone and discards the
+    values observed before it.
 
     Args:
         optimizer: the wrapped optimizer.
         threshold: signal value above which the learning rate is lowered (> 0, in the
             signal's own unit; the study uses 0.1 for the gradient norm and 0.01 for
-            the predictive variance).
+            the predictive variance), or a mapping signal name -> threshold.
         factor: multiplier applied when the signal exceeds the threshold, in (0, 1).
             Default 0.5 (study plan).
         increase_factor: multiplier applied when the signal is below the threshold,
@@ -113,28 +162,53 @@ class UncertaintyLR(LRScheduler):
         max_lr: upper bound, one float or one per group. Default: the group's initial
             learning rate.
         min_lr_ratio: used when ``min_lr`` is None. Default 1e-3.
+        smoothing: ``"mean"`` (default) or ``"ema"``.
+        ema_half_life: half-life in observations, required with ``smoothing="ema"``.
+        threshold_mode: ``"abs"`` (default) or ``"rel"``.
+        scale_half_life: half-life in decisions of the running scale (``"rel"``).
+        cooldown: decisions without change after a decrease (>= 0).
+        combine: ``"any"`` or ``"weighted"`` (several signals).
+        weights: mapping signal name -> weight > 0 for ``"weighted"``.
+        decision_interval: decide at every ``decision_interval``-th call of
+            ``step()`` and keep the rate (and keep collecting observations) in
+            between. E.g. under the Hugging Face Trainer, which calls ``step()``
+            after every optimizer step, ``decision_interval=eval_steps`` decides once
+            per evaluation interval. Default 1.
         last_epoch: index of the last decision, -1 for a fresh start (torch's
             convention).
 
     Raises:
         ValueError: on ``threshold <= 0`` or non-finite, ``factor`` outside (0, 1),
-            ``increase_factor <= 1``, a bound that is negative, or ``min_lr > max_lr``
-            for some group; each message names the argument.
+            ``increase_factor <= 1``, a negative bound, ``min_lr > max_lr`` for some
+            group, an unknown option value, or weights naming unknown signals; each
+            message names the argument.
     """
 
     def __init__(
         self,
         optimizer: Optimizer,
-        threshold: float,
+        threshold: Number | Mapping[str, Number],
         factor: float = 0.5,
         increase_factor: float = 1.1,
         min_lr: Number | Sequence[Number] | None = None,
         max_lr: Number | Sequence[Number] | None = None,
         min_lr_ratio: float = 1e-3,
+        smoothing: str = "mean",
+        ema_half_life: float | None = None,
+        threshold_mode: str = "abs",
+        scale_half_life: float = 5.0,
+        cooldown: int = 0,
+        combine: str = "any",
+        weights: Mapping[str, Number] | None = None,
+        decision_interval: int = 1,
         last_epoch: int = -1,
     ) -> None:
-        if not (math.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+        if int(decision_interval) != decision_interval or decision_interval < 1:
+            raise ValueError(
+                f"decision_interval must be an integer >= 1 (calls of step()), got {decision_interval!r}"
+            )
+        self.decision_interval = int(decision_interval)
+        self.thresholds = _check_positive_mapping(threshold, "threshold")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor must lie in (0, 1) (it lowers the LR), got {factor!r}")
         if not (math.isfinite(increase_factor) and increase_factor > 1.0):
@@ -143,10 +217,31 @@ class UncertaintyLR(LRScheduler):
             )
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio!r}")
+        if smoothing not in ("mean", "ema"):
+            raise ValueError(f"smoothing must be 'mean' or 'ema', got {smoothing!r}")
+        if smoothing == "ema":
+            if ema_half_life is None or not ema_half_life > 0:
+                raise ValueError(
+                    f"smoothing='ema' needs ema_half_life > 0 (in observations), got {ema_half_life!r}"
+                )
+        if threshold_mode not in ("abs", "rel"):
+            raise ValueError(f"threshold_mode must be 'abs' or 'rel', got {threshold_mode!r}")
+        if not scale_half_life > 0:
+            raise ValueError(f"scale_half_life must be > 0 (in decisions), got {scale_half_life!r}")
+        if int(cooldown) != cooldown or cooldown < 0:
+            raise ValueError(f"cooldown must be an integer >= 0 (decisions), got {cooldown!r}")
+        if combine not in ("any", "weighted"):
+            raise ValueError(f"combine must be 'any' or 'weighted', got {combine!r}")
+        self.weights = (
+            _check_positive_mapping(weights, "weights") if weights is not None
+            else dict.fromkeys(self.thresholds, 1.0)
+        )
+        if set(self.weights) - set(self.thresholds):
+            raise ValueError(
+                f"weights name signals without a threshold: {sorted(set(self.weights) - set(self.thresholds))}"
+            )
         n = len(optimizer.param_groups)
-        initial = [
-            float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups
-        ]
+        initial = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
         self.min_lrs = _per_group(min_lr, n, "min_lr") or [lr * min_lr_ratio for lr in initial]
         self.max_lrs = _per_group(max_lr, n, "max_lr") or list(initial)
         for i, (lo, hi) in enumerate(zip(self.min_lrs, self.max_lrs)):
@@ -157,50 +252,113 @@ class UncertaintyLR(LRScheduler):
                     f"min_lr ({lo}) > max_lr ({hi}) for parameter group {i}: swap them or "
                     "widen the range"
                 )
-        self.threshold = float(threshold)
         self.factor = float(factor)
         self.increase_factor = float(increase_factor)
-        # Observations since the last decision (plain floats: state_dict stays plain).
-        self.signal_sum = 0.0
-        self.signal_count = 0
+        self.smoothing = smoothing
+        self.ema_half_life = None if ema_half_life is None else float(ema_half_life)
+        self.threshold_mode = threshold_mode
+        self.scale_half_life = float(scale_half_life)
+        self.cooldown = int(cooldown)
+        self.combine = combine
+        names = list(self.thresholds)
+        # Per-signal state, plain floats so that state_dict stays plain data.
+        self.sums = dict.fromkeys(names, 0.0)  # since the last decision
+        self.counts = dict.fromkeys(names, 0)  # since the last decision
+        self.emas: dict[str, float | None] = dict.fromkeys(names, None)
+        self.scales: dict[str, float | None] = dict.fromkeys(names, None)
+        self.last_signal: dict[str, float] = {}
+        self.cooldown_left = 0
         self.num_nonfinite = 0
-        self.last_signal = math.nan  # the mean signal the last decision used
         self.num_decreases = 0
         self.num_increases = 0
         super().__init__(optimizer, last_epoch)
 
-    def observe(self, value: float | torch.Tensor) -> None:
-        """Record one measurement of the signal (e.g. one batch's gradient norm).
+    @property
+    def threshold(self) -> float:
+        """The threshold of a single-signal scheduler."""
+        if len(self.thresholds) != 1:
+            raise AttributeError("this scheduler has several thresholds: see .thresholds")
+        return next(iter(self.thresholds.values()))
+
+    def observe(self, value: float | torch.Tensor | Mapping[str, float | torch.Tensor]) -> None:
+        """Record one measurement of the signal(s), e.g. one batch's gradient norm.
 
         Args:
-            value: a Python number or a one-element tensor. Non-finite values are
-                skipped (see the class docstring).
+            value: a Python number or one-element tensor (single signal), or a
+                mapping signal name -> value (several signals; the names of
+                ``threshold``). Non-finite values are skipped (class docstring).
 
         Raises:
-            ValueError: if ``value`` is a tensor with more than one element.
+            ValueError: a tensor with more than one element, a scalar given to a
+                several-signal scheduler, or an unknown signal name.
         """
-        v = _as_float(value)
-        if not math.isfinite(v):
-            self.num_nonfinite += 1
-            log.warning(
-                "UncertaintyLR: skipped a non-finite signal value (%s); %d skipped so far",
-                v,
-                self.num_nonfinite,
+        if isinstance(value, Mapping):
+            items = value.items()
+        elif len(self.thresholds) == 1:
+            items = [(next(iter(self.thresholds)), value)]
+        else:
+            raise ValueError(
+                f"this scheduler combines signals {sorted(self.thresholds)}: observe a mapping "
+                "name -> value"
             )
-            return
-        self.signal_sum += v
-        self.signal_count += 1
+        for name, raw in items:
+            if name not in self.thresholds:
+                raise ValueError(f"unknown signal {name!r}; this scheduler has {sorted(self.thresholds)}")
+            v = _as_float(raw)
+            if not math.isfinite(v):
+                self.num_nonfinite += 1
+                log.warning(
+                    "UncertaintyLR: skipped a non-finite %s value (%s); %d skipped so far",
+                    name, v, self.num_nonfinite,
+                )
+                continue
+            self.sums[name] += v
+            self.counts[name] += 1
+            if self.smoothing == "ema":
+                prev = self.emas[name]
+                alpha = 1.0 - 0.5 ** (1.0 / self.ema_half_life)
+                self.emas[name] = v if prev is None else prev + alpha * (v - prev)
 
     def _clip(self, lrs: Sequence[float]) -> list[float]:
         return [min(max(lr, lo), hi) for lr, lo, hi in zip(lrs, self.min_lrs, self.max_lrs)]
 
-    def _consume_signal(self) -> float | None:
-        if self.signal_count == 0:
-            return None
-        mean = self.signal_sum / self.signal_count
-        self.signal_sum = 0.0
-        self.signal_count = 0
-        return mean
+    def _reset_window(self) -> None:
+        for name in self.thresholds:
+            self.sums[name], self.counts[name] = 0.0, 0
+
+    def _decision_signals(self) -> dict[str, float]:
+        """Each signal's value for this decision (averaged over ranks under DDP)."""
+        names = list(self.thresholds)
+        if self.smoothing == "mean":
+            local = [[self.sums[n], float(self.counts[n])] for n in names]
+        else:
+            local = [
+                [self.emas[n] if self.counts[n] and self.emas[n] is not None else 0.0,
+                 1.0 if self.counts[n] else 0.0]
+                for n in names
+            ]
+        if _distributed_world() > 1:
+            buf = torch.tensor(local, dtype=torch.float64)
+            if torch.distributed.get_backend() == "nccl":
+                buf = buf.cuda()
+            torch.distributed.all_reduce(buf)
+            local = buf.cpu().tolist()
+        return {n: total / count for n, (total, count) in zip(names, local) if count > 0}
+
+    def _verdict(self, ratios: dict[str, float]) -> int:
+        """-1 decrease, +1 increase, 0 keep, from signal / threshold ratios."""
+        if self.combine == "weighted":
+            w = {n: self.weights.get(n, 0.0) for n in ratios}
+            total = sum(w.values())
+            if total == 0:
+                return 0
+            score = sum(w[n] * r for n, r in ratios.items()) / total
+            return -1 if score > 1.0 else (1 if score < 1.0 else 0)
+        if any(r > 1.0 for r in ratios.values()):
+            return -1
+        if all(r < 1.0 for r in ratios.values()) and len(ratios) == len(self.thresholds):
+            return 1
+        return 0
 
     def get_lr(self) -> list[float]:
         """Apply the rule to the signal observed since the last decision.
@@ -209,17 +367,39 @@ class UncertaintyLR(LRScheduler):
         the milestone of a ``SequentialLR``) it returns the base learning rates.
         """
         if self._is_initial or self.last_epoch == 0:
-            self.signal_sum, self.signal_count = 0.0, 0
+            self._reset_window()
             return self._clip([float(lr) for lr in self.base_lrs])
         current = [float(g["lr"]) for g in self.optimizer.param_groups]
-        signal = self._consume_signal()
-        if signal is None:
+        if self.last_epoch % self.decision_interval:
+            return current  # between decisions: keep the rate, keep the observations
+        signals = self._decision_signals()
+        self._reset_window()
+        if not signals:
             return current
-        self.last_signal = signal
-        if signal > self.threshold:
+        self.last_signal = dict(signals)
+        if self.threshold_mode == "rel":
+            values, ready = {}, True
+            alpha = 1.0 - 0.5 ** (1.0 / self.scale_half_life)
+            for n, v in signals.items():
+                scale = self.scales[n]
+                if scale is None or scale <= 0:
+                    ready = False
+                else:
+                    values[n] = v / scale
+                self.scales[n] = v if scale is None else scale + alpha * (v - scale)
+            if not ready:
+                return current
+        else:
+            values = signals
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            return current
+        verdict = self._verdict({n: v / self.thresholds[n] for n, v in values.items()})
+        if verdict < 0:
             self.num_decreases += 1
+            self.cooldown_left = self.cooldown
             return self._clip([lr * self.factor for lr in current])
-        if signal < self.threshold:
+        if verdict > 0:
             self.num_increases += 1
             return self._clip([lr * self.increase_factor for lr in current])
         return current
