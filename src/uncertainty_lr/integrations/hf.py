@@ -1,0 +1,159 @@
+"""Hugging Face ``Trainer`` integration: feed :class:`~uncertainty_lr.UncertaintyLR`
+from inside the Trainer's loop and log the signals.
+
+Install with ``pip install "uncertainty-lr[hf]"``. Usage::
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.01)
+    scheduler = UncertaintyLR(optimizer, threshold=0.01, decision_interval=args.eval_steps)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train, eval_dataset=val,
+        optimizers=(optimizer, scheduler),             # the only schedule: none fights it
+        callbacks=[UncertaintyCallback(scheduler, signal="predictive_variance")],
+    )
+    trainer.train()
+
+Where the signals come from (transformers 5.x ``Trainer._inner_training_loop``): after
+the backward passes of one optimizer step the Trainer unscales the gradients (mixed
+precision), clips them to ``args.max_grad_norm`` when that is > 0, calls
+``on_pre_optimizer_step``, ``optimizer.step()``, then ``lr_scheduler.step()`` and
+``on_step_end``. Callbacks receive no logits and no gradient norm, so:
+
+- the **gradient norm** is measured in ``on_pre_optimizer_step`` with
+  :func:`~uncertainty_lr.signals.gradient_norm`: after unscaling and *after* the
+  Trainer's clipping when ``max_grad_norm > 0`` (then it never exceeds
+  ``max_grad_norm``). For the pre-clip norm, set ``max_grad_norm=0`` in
+  ``TrainingArguments`` and pass ``clip_grad_norm=`` here: the callback measures the
+  raw norm and clips at the same point. Use the same setting in every arm of a
+  comparison. A warning is logged when the Trainer clips.
+- the **predictive variance** comes from the training forward passes: a forward hook
+  on the model keeps each training batch's logits (detached) and
+  ``variance_fn(outputs, inputs)`` reduces them (default: classification logits,
+  :func:`~uncertainty_lr.signals.predictive_variance`; for question answering pass
+  a function of the start/end logits and the context mask).
+
+Both signals are observed once per optimizer step (mean over gradient-accumulation
+micro-batches for the variance). ``UncertaintyLR.step()`` is called by the Trainer
+after every optimizer step; give the scheduler ``decision_interval`` to decide less
+often. LR and signal means since the last log are added to the Trainer's log history
+(keys ``lr``, ``signal/grad_norm``, ``signal/predictive_variance``) and kept in
+:attr:`UncertaintyCallback.history`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from uncertainty_lr.schedulers import UncertaintyLR
+from uncertainty_lr.signals import gradient_norm, predictive_variance
+
+log = logging.getLogger(__name__)
+
+SIGNALS = ("grad_norm", "predictive_variance")
+
+
+def classification_variance(outputs: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Predictive variance of a sequence-classification output's ``logits`` ``(B, C)``."""
+    del inputs
+    return predictive_variance(outputs.logits.detach())
+
+
+class UncertaintyCallback(TrainerCallback):
+    """Feed an :class:`UncertaintyLR` (or any scheduler, for logging only) from the Trainer.
+
+    Args:
+        scheduler: the scheduler passed to the Trainer as ``optimizers=(opt, scheduler)``;
+            when it is an :class:`UncertaintyLR`, the chosen ``signal`` is observed
+            every optimizer step. Other schedulers are left alone (the signals are
+            still logged, so every arm of a comparison logs the same).
+        signal: ``"grad_norm"`` or ``"predictive_variance"``: what the scheduler
+            observes; or a tuple of both for a several-signal scheduler (observed as a
+            mapping with these names).
+        clip_grad_norm: when set, clip the gradients to this global norm in
+            ``on_pre_optimizer_step`` after measuring the raw (pre-clip) norm; use
+            with ``max_grad_norm=0`` in ``TrainingArguments``.
+        variance_fn: ``(outputs, inputs) -> 0-d tensor``; default
+            :func:`classification_variance`.
+
+    Raises:
+        ValueError: an unknown signal name, or ``clip_grad_norm <= 0``.
+    """
+
+    def __init__(
+        self,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        signal: str | tuple[str, ...] = "grad_norm",
+        clip_grad_norm: float | None = None,
+        variance_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] = classification_variance,
+    ) -> None:
+        names = (signal,) if isinstance(signal, str) else tuple(signal)
+        unknown = set(names) - set(SIGNALS)
+        if unknown:
+            raise ValueError(f"unknown signal(s) {sorted(unknown)}; valid: {', '.join(SIGNALS)}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
+        self.scheduler = scheduler
+        self.signals = names
+        self.clip_grad_norm = clip_grad_norm
+        self.variance_fn = variance_fn
+        self.history: list[dict[str, float]] = []
+        self._handle = None
+        self._variances: list[torch.Tensor] = []
+        self._window = {name: [0.0, 0] for name in SIGNALS}
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def _forward_hook(self, module, args, kwargs, outputs) -> None:
+        if module.training and torch.is_grad_enabled():
+            self._variances.append(self.variance_fn(outputs, kwargs).detach())
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if args.max_grad_norm and args.max_grad_norm > 0 and "grad_norm" in self.signals:
+            log.warning(
+                "Trainer clips gradients (max_grad_norm=%s): the gradient-norm signal is the "
+                "post-clip norm. Set max_grad_norm=0 and UncertaintyCallback(clip_grad_norm=...) "
+                "for the pre-clip norm.", args.max_grad_norm,
+            )
+        if model is not None and self._handle is None:
+            self._handle = model.register_forward_hook(self._forward_hook, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        params = [p for p in model.parameters() if p.grad is not None]
+        if self.clip_grad_norm is not None:
+            g = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)  # pre-clip norm
+        else:
+            g = gradient_norm(params)
+        values = {"grad_norm": float(g)}
+        if self._variances:
+            values["predictive_variance"] = float(torch.stack(self._variances).mean())
+            self._variances.clear()
+        for name, v in values.items():
+            if math.isfinite(v):
+                self._window[name][0] += v
+                self._window[name][1] += 1
+        if isinstance(self.scheduler, UncertaintyLR):
+            wanted = {n: values[n] for n in self.signals if n in values}
+            if wanted:
+                self.scheduler.observe(wanted if len(self.signals) > 1 else next(iter(wanted.values())))
+
+    def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
+        row = {"step": float(state.global_step)}
+        if optimizer is not None:
+            row["lr"] = float(optimizer.param_groups[0]["lr"])
+        for name, (total, count) in self._window.items():
+            if count:
+                row[f"signal/{name}"] = total / count
+        self._window = {name: [0.0, 0] for name in SIGNALS}
+        self.history.append(row)
+        if state.log_history:
+            state.log_history[-1].update({k: v for k, v in row.items() if k != "step"})
