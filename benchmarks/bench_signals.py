@@ -6,7 +6,10 @@ Times one optimizer step (forward, backward, Adam step) of
     4 heads: the size of BERT-mini; batch 8 x 128 tokens; random init, no download),
 with StepLR (nothing per step) as the baseline, and the same step plus one signal
 and ``UncertaintyLR.observe`` of it. Variants are interleaved and repeated; the
-median per-step time of each is reported with its overhead over the baseline.
+median per-step time of each is reported with its overhead over the baseline. Since
+whole-step times vary by several percent between repeats on a shared CPU, the cost
+of each signal + observe is also timed alone (on real gradients and logits) and
+given as a percentage of the baseline step.
 MC-dropout variance is a probe, not a per-step cost: its time per probe (T = 10
 passes of the batch) is reported separately (BERT only: LeNet-5 has no dropout).
 
@@ -65,6 +68,34 @@ def make_step(model, forward, batch, variant):
     return step
 
 
+def time_signals_alone(build, forward, batch, calls=300):
+    """Milliseconds per call of each signal + observe, on real gradients and logits.
+
+    Whole-step timings (above) are noisier than the signals' cost; this measures the
+    added work directly, repeated ``calls`` times after one real backward pass."""
+    model = build()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = UncertaintyLR(optimizer, threshold=0.1)
+    logits = forward(model, batch)
+    per_sample = F.cross_entropy(logits, batch["labels"], reduction="none")
+    per_sample.mean().backward()
+    fns = {
+        "grad_norm": lambda: gradient_norm(model.parameters()),
+        "predictive_variance": lambda: predictive_variance(logits.detach()),
+        "predictive_entropy": lambda: predictive_entropy(logits.detach()),
+        "loss_variance": lambda: loss_variance(per_sample),
+    }
+    out = {}
+    for name, fn in fns.items():
+        for _ in range(10):
+            scheduler.observe(fn())
+        t = time.perf_counter()
+        for _ in range(calls):
+            scheduler.observe(fn())
+        out[name] = 1e3 * (time.perf_counter() - t) / calls
+    return out
+
+
 def time_variants(build, forward, batch, steps, rounds):
     times = {v: [] for v in VARIANTS}
     for _ in range(rounds):
@@ -77,8 +108,12 @@ def time_variants(build, forward, batch, steps, rounds):
                 step()
             times[variant].append((time.perf_counter() - t) / steps)
     med = {v: statistics.median(ts) for v, ts in times.items()}
+    alone = time_signals_alone(build, forward, batch)
+    base_ms = 1e3 * med["baseline"]
     return {v: {"ms_per_step": 1e3 * med[v],
-                "overhead_pct": 100 * (med[v] - med["baseline"]) / med["baseline"]}
+                "overhead_pct": 100 * (med[v] - med["baseline"]) / med["baseline"],
+                "signal_ms": alone.get(v, 0.0),
+                "signal_pct_of_step": 100 * alone.get(v, 0.0) / base_ms}
             for v in VARIANTS}
 
 
@@ -127,7 +162,8 @@ def main() -> None:
         if isinstance(table, dict):
             print(key)
             for v, r in table.items():
-                print(f"  {v:22s} {r['ms_per_step']:8.2f} ms/step  {r['overhead_pct']:+6.1f}%")
+                print(f"  {v:22s} {r['ms_per_step']:8.2f} ms/step  {r['overhead_pct']:+6.1f}%   "
+                      f"signal+observe alone {r['signal_ms']:.3f} ms = {r['signal_pct_of_step']:.2f}% of a step")
         else:
             print(f"{key}: {table}")
 
