@@ -39,9 +39,20 @@ from uncertainty_lr.training import evaluate, train_classifier
 
 
 def settings(**kw) -> RunSettings:
-    base = dict(task="mnist", dataset="mnist", model="lenet5", scheduler="uncertainty-variance",
-                seed=0, epochs=1, lr=1e-3, batch_size=32, target_metric="val_accuracy",
-                target_value=0.99, device="cpu", sample_every_steps=50)
+    base = dict(
+        task="mnist",
+        dataset="mnist",
+        model="lenet5",
+        scheduler="uncertainty-variance",
+        seed=0,
+        epochs=1,
+        lr=1e-3,
+        batch_size=32,
+        target_metric="val_accuracy",
+        target_value=0.99,
+        device="cpu",
+        sample_every_steps=50,
+    )
     base.update(kw)
     return RunSettings(**base)
 
@@ -83,9 +94,19 @@ def papermill_overhead(tmp: Path) -> tuple[float, float]:
     bin_dir = Path(sys.executable).parent
     t = time.perf_counter()
     subprocess.run(
-        [str(bin_dir / "papermill"), "notebooks/train.ipynb", str(tmp / "pm.ipynb"), "-k", "python3",
-         "--no-progress-bar", "-y", params],
-        cwd=repo_root(), check=True, capture_output=True,
+        [
+            str(bin_dir / "papermill"),
+            "notebooks/train.ipynb",
+            str(tmp / "pm.ipynb"),
+            "-k",
+            "python3",
+            "--no-progress-bar",
+            "-y",
+            params,
+        ],
+        cwd=repo_root(),
+        check=True,
+        capture_output=True,
         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
     )
     return time.perf_counter() - t, direct
@@ -107,10 +128,15 @@ def main() -> None:
             plain.append(plain_epoch(data))
         pm, direct = papermill_overhead(Path(d))
     result = {
-        "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
-        "engine_epoch_seconds": engine, "plain_epoch_seconds": plain,
-        "engine_median": statistics.median(engine), "plain_median": statistics.median(plain),
-        "papermill_run_seconds": pm, "in_process_run_seconds": direct,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "engine_epoch_seconds": engine,
+        "plain_epoch_seconds": plain,
+        "engine_median": statistics.median(engine),
+        "plain_median": statistics.median(plain),
+        "papermill_run_seconds": pm,
+        "in_process_run_seconds": direct,
         "papermill_overhead_seconds": pm - direct,
     }
     out = repo_root() / "benchmarks" / "out"
@@ -120,8 +146,10 @@ def main() -> None:
     print(f"  engine (signals + logging)  {result['engine_median']:7.2f} s")
     print(f"  plain DataLoader loop       {result['plain_median']:7.2f} s")
     print(f"  ratio engine / plain        {result['engine_median'] / result['plain_median']:7.2f}")
-    print(f"papermill overhead per run    {result['papermill_overhead_seconds']:7.2f} s "
-          f"({pm:.2f} s via papermill vs {direct:.2f} s in process)")
+    print(
+        f"papermill overhead per run    {result['papermill_overhead_seconds']:7.2f} s "
+        f"({pm:.2f} s via papermill vs {direct:.2f} s in process)"
+    )
 
 
 if __name__ == "__main__":

@@ -110,11 +110,15 @@ def time_variants(build, forward, batch, steps, rounds):
     med = {v: statistics.median(ts) for v, ts in times.items()}
     alone = time_signals_alone(build, forward, batch)
     base_ms = 1e3 * med["baseline"]
-    return {v: {"ms_per_step": 1e3 * med[v],
-                "overhead_pct": 100 * (med[v] - med["baseline"]) / med["baseline"],
-                "signal_ms": alone.get(v, 0.0),
-                "signal_pct_of_step": 100 * alone.get(v, 0.0) / base_ms}
-            for v in VARIANTS}
+    return {
+        v: {
+            "ms_per_step": 1e3 * med[v],
+            "overhead_pct": 100 * (med[v] - med["baseline"]) / med["baseline"],
+            "signal_ms": alone.get(v, 0.0),
+            "signal_pct_of_step": 100 * alone.get(v, 0.0) / base_ms,
+        }
+        for v in VARIANTS
+    }
 
 
 def main() -> None:
@@ -131,26 +135,40 @@ def main() -> None:
     mnist_batch = {"x": data.x_train[:32], "labels": data.y_train[:32]}
     torch.manual_seed(0)
     result["lenet5_mnist_b32"] = time_variants(
-        LeNet5, lambda m, b: m(b["x"]), mnist_batch, args.steps, args.rounds)
+        LeNet5, lambda m, b: m(b["x"]), mnist_batch, args.steps, args.rounds
+    )
 
     try:
         from transformers import BertConfig, BertForSequenceClassification
     except ImportError:
         result["bert"] = "transformers not installed"
     else:
-        config = BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                            intermediate_size=1024, num_labels=2)
+        config = BertConfig(
+            hidden_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=1024,
+            num_labels=2,
+        )
         g = torch.Generator().manual_seed(0)
-        bert_batch = {"input_ids": torch.randint(1000, 30000, (8, 128), generator=g),
-                      "attention_mask": torch.ones(8, 128, dtype=torch.long),
-                      "labels": torch.randint(0, 2, (8,), generator=g)}
+        bert_batch = {
+            "input_ids": torch.randint(1000, 30000, (8, 128), generator=g),
+            "attention_mask": torch.ones(8, 128, dtype=torch.long),
+            "labels": torch.randint(0, 2, (8,), generator=g),
+        }
+
         def forward(m, b):
             return m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+
         build = lambda: BertForSequenceClassification(config)  # noqa: E731
         result["bert_mini_b8_len128"] = time_variants(
-            build, forward, bert_batch, max(5, args.steps // 6), args.rounds)
+            build, forward, bert_batch, max(5, args.steps // 6), args.rounds
+        )
         model = build()
-        probe = {"input_ids": bert_batch["input_ids"], "attention_mask": bert_batch["attention_mask"]}
+        probe = {
+            "input_ids": bert_batch["input_ids"],
+            "attention_mask": bert_batch["attention_mask"],
+        }
         t = time.perf_counter()
         mc_dropout_variance(model, probe, passes=10, output_to_logits=lambda o: o.logits)
         result["bert_mc_dropout_probe_seconds_T10"] = time.perf_counter() - t
@@ -162,8 +180,10 @@ def main() -> None:
         if isinstance(table, dict):
             print(key)
             for v, r in table.items():
-                print(f"  {v:22s} {r['ms_per_step']:8.2f} ms/step  {r['overhead_pct']:+6.1f}%   "
-                      f"signal+observe alone {r['signal_ms']:.3f} ms = {r['signal_pct_of_step']:.2f}% of a step")
+                print(
+                    f"  {v:22s} {r['ms_per_step']:8.2f} ms/step  {r['overhead_pct']:+6.1f}%   "
+                    f"signal+observe alone {r['signal_ms']:.3f} ms = {r['signal_pct_of_step']:.2f}% of a step"
+                )
         else:
             print(f"{key}: {table}")
 

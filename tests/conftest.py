@@ -18,8 +18,11 @@ BIN = Path(sys.executable).parent
 def repo_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files of the repository."""
     out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-        text=True, check=True,
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
 
@@ -38,7 +41,11 @@ def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 1800):
     """Run the venv's snakemake in ``cwd``; returns the CompletedProcess."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(
-        [str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, env=env,
+        [str(BIN / "snakemake"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=timeout,
     )
     if check and proc.returncode != 0:

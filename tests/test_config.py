@@ -3,7 +3,14 @@ import copy
 import pytest
 import yaml
 
-from uncertainty_lr.config import ConfigError, RunSettings, load_config, load_schema, resolve_run, validate_config
+from uncertainty_lr.config import (
+    ConfigError,
+    RunSettings,
+    load_config,
+    load_schema,
+    resolve_run,
+    validate_config,
+)
 from uncertainty_lr.paths import repo_root
 from uncertainty_lr.schedulers import SCHEDULERS
 
@@ -67,8 +74,13 @@ def test_run_settings_check_types_and_names():
     with pytest.raises(ConfigError) as info:
         RunSettings.from_dict(data)
     msg = str(info.value)
-    for part in ("extra: unknown field", "epochs: missing", "seed: expected int, got '0'",
-                 "lr: expected float", "scheduler: unknown 'warp'"):
+    for part in (
+        "extra: unknown field",
+        "epochs: missing",
+        "seed: expected int, got '0'",
+        "lr: expected float",
+        "scheduler: unknown 'warp'",
+    ):
         assert part in msg
 
 

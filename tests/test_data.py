@@ -29,7 +29,18 @@ def test_real_mnist_splits(mnist):
     assert float(mnist.x_train.std()) == pytest.approx(1.0, abs=0.01)
     assert float(mnist.x_test.min()) == pytest.approx(-MEAN / STD, rel=1e-5)
     # the known test-label counts of the official file
-    assert torch.bincount(mnist.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.bincount(mnist.y_test).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
 
 
 def test_validation_split_is_fixed_and_disjoint(mnist):
@@ -51,7 +62,9 @@ def test_corrupt_file_is_named(tmp_path):
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(DataFileError, match=r"train-labels-idx1-ubyte.gz is corrupt: sha256 .* expected 1787548b"):
+    with pytest.raises(
+        DataFileError, match=r"train-labels-idx1-ubyte.gz is corrupt: sha256 .* expected 1787548b"
+    ):
         load_mnist(folder)
 
 
@@ -75,7 +88,9 @@ def test_read_idx_rejects_bad_header_and_truncated_payload(tmp_path):
         read_idx(short)
     good = tmp_path / "good.gz"
     with gzip.open(good, "wb") as f:
-        f.write(b"\x00\x00\x08\x02" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(range(6)))
+        f.write(
+            b"\x00\x00\x08\x02" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(range(6))
+        )
     assert np.array_equal(read_idx(good), np.arange(6, dtype=np.uint8).reshape(2, 3))
 
 

@@ -27,26 +27,49 @@ class Pairs(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]),
-                "labels": self.labels[i]}
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones_like(self.ids[i]),
+            "labels": self.labels[i],
+        }
 
 
 def tiny_bert():
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config)
 
 
 def trainer_for(model, scheduler, callback, tmp_path, max_grad_norm=0.0):
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=16,
-        learning_rate=1e-3, logging_steps=4, save_strategy="no", report_to=[],
-        use_cpu=True, max_grad_norm=max_grad_norm, disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=16,
+        learning_rate=1e-3,
+        logging_steps=4,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        max_grad_norm=max_grad_norm,
+        disable_tqdm=True,
+        seed=0,
     )
     optimizer = scheduler.optimizer
-    return Trainer(model=model, args=args, train_dataset=Pairs(), optimizers=(optimizer, scheduler),
-                   callbacks=[callback])
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=Pairs(),
+        optimizers=(optimizer, scheduler),
+        callbacks=[callback],
+    )
 
 
 def test_callback_feeds_the_scheduler_and_logs(tmp_path):

@@ -31,6 +31,7 @@ def decide(opt, sched, values):
 
 # Golden trace: threshold 0.1, factor 0.5, increase 1.1, LR in [1e-3, 1].
 # Each row: values observed during one decision interval, expected LR after step().
+# fmt: off
 GOLDEN = [
     # observed           expected LR
     ([0.2],              0.5),        # above: x0.5
@@ -43,6 +44,7 @@ GOLDEN = [
     ([0.5, float("nan")], 0.166375),  # NaN skipped, mean 0.5: above
     ([float("inf")],     0.166375),   # only non-finite: keep
 ]
+# fmt: on
 
 
 def test_golden_trace():
@@ -85,13 +87,23 @@ def test_matches_reference_on_random_signals(seed):
     threshold = rng.uniform(0.01, 1.0)
     factor, increase = rng.uniform(0.1, 0.9), rng.uniform(1.01, 1.5)
     intervals = [
-        [rng.choice([rng.uniform(0, 2 * threshold), float("nan")]) if rng.random() < 0.1
-         else rng.uniform(0, 2 * threshold) for _ in range(rng.randint(0, 4))]
+        [
+            rng.choice([rng.uniform(0, 2 * threshold), float("nan")])
+            if rng.random() < 0.1
+            else rng.uniform(0, 2 * threshold)
+            for _ in range(rng.randint(0, 4))
+        ]
         for _ in range(60)
     ]
     opt = make_optimizer((0.3,))
-    sched = UncertaintyLR(opt, threshold=threshold, factor=factor, increase_factor=increase,
-                          min_lr=0.3 * 1e-2, max_lr=0.6)
+    sched = UncertaintyLR(
+        opt,
+        threshold=threshold,
+        factor=factor,
+        increase_factor=increase,
+        min_lr=0.3 * 1e-2,
+        max_lr=0.6,
+    )
     got = [decide(opt, sched, values)[0] for values in intervals]
     want = reference_trace(0.3, intervals, threshold, factor, increase, 0.003, 0.6)
     assert got == pytest.approx(want, rel=1e-12)
@@ -165,9 +177,13 @@ def test_registry_baselines_are_torchs_classes_with_the_study_values():
     assert type(sched) is ExponentialLR and sched.gamma == pytest.approx(0.95)
     sched, _ = build_scheduler("constant", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
     assert type(sched) is ConstantLR
-    sched, spec = build_scheduler("uncertainty-gradnorm", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    sched, spec = build_scheduler(
+        "uncertainty-gradnorm", make_optimizer(), epochs=epochs, steps_per_epoch=spe
+    )
     assert (sched.threshold, sched.factor, spec.signal) == (0.1, 0.5, "grad_norm")
-    sched, spec = build_scheduler("uncertainty-variance", make_optimizer(), epochs=epochs, steps_per_epoch=spe)
+    sched, spec = build_scheduler(
+        "uncertainty-variance", make_optimizer(), epochs=epochs, steps_per_epoch=spe
+    )
     assert (sched.threshold, sched.factor, spec.signal) == (0.01, 0.5, "predictive_variance")
 
 
@@ -178,14 +194,20 @@ def test_registry_scales_to_the_run():
     s, _ = build_scheduler("cosine", make_optimizer(), epochs=15, steps_per_epoch=7)
     assert s.T_max == 15
     # fraction: the same fraction of the run as in the 50-epoch reference
-    s, _ = build_scheduler("step", make_optimizer(), epochs=5, steps_per_epoch=7, scaling="fraction")
+    s, _ = build_scheduler(
+        "step", make_optimizer(), epochs=5, steps_per_epoch=7, scaling="fraction"
+    )
     assert s.step_size == 1
-    s, _ = build_scheduler("exponential", make_optimizer(), epochs=5, steps_per_epoch=7, scaling="fraction")
+    s, _ = build_scheduler(
+        "exponential", make_optimizer(), epochs=5, steps_per_epoch=7, scaling="fraction"
+    )
     assert s.gamma**5 == pytest.approx(0.95**50)
     # per optimizer step: times converted to steps
     s, _ = build_scheduler("step", make_optimizer(), epochs=50, steps_per_epoch=7, interval="step")
     assert s.step_size == 70
-    s, _ = build_scheduler("exponential", make_optimizer(), epochs=50, steps_per_epoch=7, interval="step")
+    s, _ = build_scheduler(
+        "exponential", make_optimizer(), epochs=50, steps_per_epoch=7, interval="step"
+    )
     assert s.gamma**7 == pytest.approx(0.95)
     s, _ = build_scheduler("cosine", make_optimizer(), epochs=3, steps_per_epoch=7, interval="step")
     assert s.T_max == 21
@@ -253,9 +275,22 @@ def test_every_scheduler_bounds_groups_and_resume(name):
 # ------------------------------------------------- options: ema, rel, cooldown, several signals
 
 
-def reference_general(base, intervals, thresholds, factor, increase, lo, hi, smoothing="mean",
-                      ema_half_life=None, mode="abs", scale_half_life=5.0, cooldown=0,
-                      combine="any", weights=None):
+def reference_general(
+    base,
+    intervals,
+    thresholds,
+    factor,
+    increase,
+    lo,
+    hi,
+    smoothing="mean",
+    ema_half_life=None,
+    mode="abs",
+    scale_half_life=5.0,
+    cooldown=0,
+    combine="any",
+    weights=None,
+):
     """Slow, obvious implementation of every option, decision by decision.
 
     ``intervals``: per decision, a list of {signal name: value} observations."""
@@ -269,7 +304,11 @@ def reference_general(base, intervals, thresholds, factor, increase, lo, hi, smo
                 if math.isfinite(v) and smoothing == "ema":
                     a = 1 - 0.5 ** (1 / ema_half_life)
                     ema[n] = v if n not in ema else ema[n] + a * (v - ema[n])
-        signal = {n: (sum(vs) / len(vs) if smoothing == "mean" else ema[n]) for n, vs in seen.items() if vs}
+        signal = {
+            n: (sum(vs) / len(vs) if smoothing == "mean" else ema[n])
+            for n, vs in seen.items()
+            if vs
+        }
         if not signal:
             out.append(lr)
             continue
@@ -295,8 +334,11 @@ def reference_general(base, intervals, thresholds, factor, increase, lo, hi, smo
             score = sum(weights[n] * x for n, x in r.items()) / sum(weights[n] for n in r)
             verdict = -1 if score > 1 else (1 if score < 1 else 0)
         else:
-            verdict = -1 if any(x > 1 for x in r.values()) else (
-                1 if len(r) == len(names) and all(x < 1 for x in r.values()) else 0)
+            verdict = (
+                -1
+                if any(x > 1 for x in r.values())
+                else (1 if len(r) == len(names) and all(x < 1 for x in r.values()) else 0)
+            )
         if verdict == -1:
             lr, wait = min(max(lr * factor, lo), hi), cooldown
         elif verdict == 1:
@@ -309,7 +351,11 @@ def reference_general(base, intervals, thresholds, factor, increase, lo, hi, smo
 def test_options_match_reference_on_random_signals(seed):
     rng = random.Random(100 + seed)
     several = seed % 2 == 1
-    thresholds = {"g": rng.uniform(0.05, 1.0), "v": rng.uniform(0.005, 0.1)} if several else {"signal": rng.uniform(0.05, 1.0)}
+    thresholds = (
+        {"g": rng.uniform(0.05, 1.0), "v": rng.uniform(0.005, 0.1)}
+        if several
+        else {"signal": rng.uniform(0.05, 1.0)}
+    )
     options = {
         "smoothing": rng.choice(["mean", "ema"]),
         "mode": rng.choice(["abs", "rel"]),
@@ -332,10 +378,19 @@ def test_options_match_reference_on_random_signals(seed):
     ]
     opt = make_optimizer((0.3,))
     sched = UncertaintyLR(
-        opt, threshold=th if several else th["signal"], factor=0.6, increase_factor=1.2,
-        min_lr=0.003, max_lr=0.6, smoothing=options["smoothing"], ema_half_life=ema_half_life,
-        threshold_mode=options["mode"], scale_half_life=3.0, cooldown=options["cooldown"],
-        combine=options["combine"], weights=weights,
+        opt,
+        threshold=th if several else th["signal"],
+        factor=0.6,
+        increase_factor=1.2,
+        min_lr=0.003,
+        max_lr=0.6,
+        smoothing=options["smoothing"],
+        ema_half_life=ema_half_life,
+        threshold_mode=options["mode"],
+        scale_half_life=3.0,
+        cooldown=options["cooldown"],
+        combine=options["combine"],
+        weights=weights,
     )
     got = []
     for observations in intervals:
@@ -346,9 +401,20 @@ def test_options_match_reference_on_random_signals(seed):
         sched.step()
         got.append(sched.get_last_lr()[0])
     want = reference_general(
-        0.3, intervals, th, 0.6, 1.2, 0.003, 0.6, smoothing=options["smoothing"],
-        ema_half_life=ema_half_life, mode=options["mode"], scale_half_life=3.0,
-        cooldown=options["cooldown"], combine=options["combine"], weights=weights,
+        0.3,
+        intervals,
+        th,
+        0.6,
+        1.2,
+        0.003,
+        0.6,
+        smoothing=options["smoothing"],
+        ema_half_life=ema_half_life,
+        mode=options["mode"],
+        scale_half_life=3.0,
+        cooldown=options["cooldown"],
+        combine=options["combine"],
+        weights=weights,
     )
     assert got == pytest.approx(want, rel=1e-9)
     assert len(set(got)) > 1, options  # the sequence exercised the rule
@@ -356,11 +422,13 @@ def test_options_match_reference_on_random_signals(seed):
 
 def test_relative_threshold_is_scale_free():
     """The same rel setting gives the same LR trace for signals 1000x apart."""
+
     def trace(scale):
         opt = make_optimizer()
         sched = UncertaintyLR(opt, threshold=1.1, threshold_mode="rel", scale_half_life=2.0)
         rng = random.Random(3)
         return [decide(opt, sched, [scale * rng.uniform(0.5, 1.5)])[0] for _ in range(30)]
+
     assert trace(1e-3) == pytest.approx(trace(1.0), rel=1e-9)
 
 
@@ -376,9 +444,9 @@ def test_several_signals_any_exceeds_golden():
     opt = make_optimizer()
     sched = UncertaintyLR(opt, threshold={"grad_norm": 0.1, "predictive_variance": 0.01})
     table = [
-        ({"grad_norm": 0.2, "predictive_variance": 0.001}, 0.5),    # one exceeds: down
+        ({"grad_norm": 0.2, "predictive_variance": 0.001}, 0.5),  # one exceeds: down
         ({"grad_norm": 0.05, "predictive_variance": 0.005}, 0.55),  # all below: up
-        ({"grad_norm": 0.05}, 0.55),                                # one missing: keep
+        ({"grad_norm": 0.05}, 0.55),  # one missing: keep
     ]
     for observed, expected in table:
         sched.observe(observed)
@@ -422,7 +490,7 @@ def _ddp_worker(rank, world, init_file, results):
         sched = UncertaintyLR(opt, threshold=0.1)
         # rank 0 sees 0.3 and 0.1 (mean 0.2, above); rank 1 sees 0.0 (below): the global
         # mean (0.3 + 0.1 + 0.0) / 3 = 0.133 is above the threshold on both ranks
-        for v in ([0.3, 0.1] if rank == 0 else [0.0]):
+        for v in [0.3, 0.1] if rank == 0 else [0.0]:
             sched.observe(v)
         opt.step()
         sched.step()

@@ -50,7 +50,9 @@ def test_predictive_variance_is_invariant_to_logit_shift_and_class_order():
     logits = torch.randn(16, 5)
     v = predictive_variance(logits)
     assert float(predictive_variance(logits + 7.0)) == pytest.approx(float(v), rel=1e-5)
-    assert float(predictive_variance(logits[:, torch.randperm(5)])) == pytest.approx(float(v), rel=1e-6)
+    assert float(predictive_variance(logits[:, torch.randperm(5)])) == pytest.approx(
+        float(v), rel=1e-6
+    )
 
 
 def test_predictive_variance_mask_excludes_positions():
@@ -124,7 +126,11 @@ class DropoutNet(torch.nn.Module):
 
     def forward(self, x):
         h = self.bn(torch.relu(self.fc1(x)))
-        h = torch.nn.functional.dropout(h, self.p, self.training) if self.functional else self.drop(h)
+        h = (
+            torch.nn.functional.dropout(h, self.p, self.training)
+            if self.functional
+            else self.drop(h)
+        )
         return self.fc2(h)
 
 

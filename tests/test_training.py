@@ -10,9 +10,22 @@ TIMING = {"wall_seconds", "train_seconds", "device_hours", "peak_memory_mb", "ho
 
 
 def settings(**kw):
-    base = dict(task="mnist", dataset="mnist", model="lenet5", scheduler="constant", seed=0,
-                epochs=2, lr=1e-3, batch_size=32, target_metric="val_accuracy", target_value=0.8,
-                eval_every_steps=10, sample_every_steps=5, train_subset=640, device="cpu")
+    base = dict(
+        task="mnist",
+        dataset="mnist",
+        model="lenet5",
+        scheduler="constant",
+        seed=0,
+        epochs=2,
+        lr=1e-3,
+        batch_size=32,
+        target_metric="val_accuracy",
+        target_value=0.8,
+        eval_every_steps=10,
+        sample_every_steps=5,
+        train_subset=640,
+        device="cpu",
+    )
     base.update(kw)
     return RunSettings(**base)
 
@@ -33,18 +46,43 @@ def test_outputs_follow_the_contract(run_a):
     out, metrics = run_a
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    for key in ("test", "time_to_target", "wall_seconds", "device", "device_hours",
-                "peak_memory_mb", "versions", "git_commit", "settings", "steps", "status"):
+    for key in (
+        "test",
+        "time_to_target",
+        "wall_seconds",
+        "device",
+        "device_hours",
+        "peak_memory_mb",
+        "versions",
+        "git_commit",
+        "settings",
+        "steps",
+        "status",
+    ):
         assert key in metrics
-    assert set(metrics["test"]) == {"loss", "accuracy", "precision_macro", "recall_macro", "f1_macro"}
+    assert set(metrics["test"]) == {
+        "loss",
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+    }
     assert metrics["steps"] == 2 * 20 and metrics["status"] == "completed"
     assert metrics["device_hours_unit"] == "cpu-core-hours"
     hist = pd.read_csv(out / "history.csv")
     evals, steps = hist[hist.kind == "eval"], hist[hist.kind == "step"]
     assert evals["step"].tolist() == [0, 10, 20, 30, 40]
     assert steps["step"].tolist() == list(range(5, 41, 5))
-    for col in ("epoch", "seconds", "lr", "train_loss", "val_loss", "val_accuracy", "grad_norm",
-                "predictive_variance"):
+    for col in (
+        "epoch",
+        "seconds",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "grad_norm",
+        "predictive_variance",
+    ):
         assert col in hist.columns
     # a real model learns: 640 images, 2 epochs, well above chance
     assert metrics["test"]["accuracy"] > 0.6

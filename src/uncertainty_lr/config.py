@@ -120,7 +120,9 @@ class RunSettings:
         if not isinstance(data, dict):
             raise ConfigError(f"run settings must be a mapping, got {type(data).__name__}")
         known = {f.name: f for f in fields(cls)}
-        problems = [f"  - {k}: unknown field (valid: {', '.join(known)})" for k in data if k not in known]
+        problems = [
+            f"  - {k}: unknown field (valid: {', '.join(known)})" for k in data if k not in known
+        ]
         for name, f in known.items():
             if name not in data:
                 if f.default is MISSING and f.default_factory is MISSING:

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 Number = float | int
 
 
-def _per_group(value: Number | Sequence[Number] | None, n_groups: int, name: str) -> list[float] | None:
+def _per_group(
+    value: Number | Sequence[Number] | None, n_groups: int, name: str
+) -> list[float] | None:
     if value is None:
         return None
     if isinstance(value, (int, float)):
@@ -233,7 +235,8 @@ class UncertaintyLR(LRScheduler):
         if combine not in ("any", "weighted"):
             raise ValueError(f"combine must be 'any' or 'weighted', got {combine!r}")
         self.weights = (
-            _check_positive_mapping(weights, "weights") if weights is not None
+            _check_positive_mapping(weights, "weights")
+            if weights is not None
             else dict.fromkeys(self.thresholds, 1.0)
         )
         if set(self.weights) - set(self.thresholds):
@@ -303,13 +306,17 @@ class UncertaintyLR(LRScheduler):
             )
         for name, raw in items:
             if name not in self.thresholds:
-                raise ValueError(f"unknown signal {name!r}; this scheduler has {sorted(self.thresholds)}")
+                raise ValueError(
+                    f"unknown signal {name!r}; this scheduler has {sorted(self.thresholds)}"
+                )
             v = _as_float(raw)
             if not math.isfinite(v):
                 self.num_nonfinite += 1
                 log.warning(
                     "UncertaintyLR: skipped a non-finite %s value (%s); %d skipped so far",
-                    name, v, self.num_nonfinite,
+                    name,
+                    v,
+                    self.num_nonfinite,
                 )
                 continue
             self.sums[name] += v
@@ -333,8 +340,10 @@ class UncertaintyLR(LRScheduler):
             local = [[self.sums[n], float(self.counts[n])] for n in names]
         else:
             local = [
-                [self.emas[n] if self.counts[n] and self.emas[n] is not None else 0.0,
-                 1.0 if self.counts[n] else 0.0]
+                [
+                    self.emas[n] if self.counts[n] and self.emas[n] is not None else 0.0,
+                    1.0 if self.counts[n] else 0.0,
+                ]
                 for n in names
             ]
         if _distributed_world() > 1:
@@ -430,12 +439,8 @@ SCHEDULERS: dict[str, ScheduleSpec] = {
     spec.name: spec
     for spec in (
         ScheduleSpec("constant", None, {}, "constant learning rate"),
-        ScheduleSpec(
-            "step", None, {"step_size": 10, "gamma": 0.1}, "StepLR, x0.1 every 10 epochs"
-        ),
-        ScheduleSpec(
-            "cosine", None, {"eta_min": 0.0}, "CosineAnnealingLR, T_max = run length"
-        ),
+        ScheduleSpec("step", None, {"step_size": 10, "gamma": 0.1}, "StepLR, x0.1 every 10 epochs"),
+        ScheduleSpec("cosine", None, {"eta_min": 0.0}, "CosineAnnealingLR, T_max = run length"),
         ScheduleSpec("exponential", None, {"gamma": 0.95}, "ExponentialLR, x0.95 per epoch"),
         ScheduleSpec(
             "uncertainty-gradnorm",

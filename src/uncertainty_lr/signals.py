@@ -120,7 +120,10 @@ def span_predictive_variance(
     Raises:
         ValueError: mismatched shapes, or a row with fewer than two context tokens.
     """
-    if not (start_logits.shape == end_logits.shape == context_mask.shape) or start_logits.dim() != 2:
+    if (
+        not (start_logits.shape == end_logits.shape == context_mask.shape)
+        or start_logits.dim() != 2
+    ):
         raise ValueError(
             "start_logits, end_logits and context_mask must all have shape (B, L), got "
             f"{tuple(start_logits.shape)}, {tuple(end_logits.shape)}, {tuple(context_mask.shape)}"

@@ -127,11 +127,12 @@ class _Window:
         self.n += 1
 
     def means(self) -> dict[str, float]:
-        n = max(self.n, 1)
+        if not self.n:
+            return dict.fromkeys(("train_loss", "grad_norm", "predictive_variance"), math.nan)
         return {
-            "train_loss": self.loss / n if self.n else math.nan,
-            "grad_norm": self.grad_norm / n if self.n else math.nan,
-            "predictive_variance": self.variance / n if self.n else math.nan,
+            "train_loss": self.loss / self.n,
+            "grad_norm": self.grad_norm / self.n,
+            "predictive_variance": self.variance / self.n,
         }
 
 
@@ -202,7 +203,9 @@ def train_classifier(
     def lrs() -> dict[str, float]:
         out = {"lr": float(optimizer.param_groups[0]["lr"])}
         if n_groups > 1:
-            out.update({f"lr_group{i}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)})
+            out.update(
+                {f"lr_group{i}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+            )
         return out
 
     rows: list[dict[str, Any]] = []
@@ -228,7 +231,11 @@ def train_classifier(
         )
         log.info(
             "step %d epoch %.2f val_loss %.4f val_accuracy %.4f lr %.3g",
-            step, epoch_float, val_loss, val_acc, lr_used["lr"],
+            step,
+            epoch_float,
+            val_loss,
+            val_acc,
+            lr_used["lr"],
         )
 
     t_loop = time.perf_counter()
@@ -237,7 +244,9 @@ def train_classifier(
     for epoch in range(s.epochs):
         perm = torch.randperm(n_train, generator=order_gen).to(device)
         bar = tqdm(
-            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", disable=not progress,
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{s.epochs}",
+            disable=not progress,
             leave=False,
         )
         for i in bar:
@@ -261,9 +270,16 @@ def train_classifier(
             window.add(loss_f, g_f, v_f)
             if s.sample_every_steps and step % s.sample_every_steps == 0:
                 rows.append(
-                    {"kind": "step", "step": step, "epoch": step / steps_per_epoch,
-                     "seconds": train_seconds + (time.perf_counter() - t_loop), **lrs(),
-                     "train_loss": loss_f, "grad_norm": g_f, "predictive_variance": v_f}
+                    {
+                        "kind": "step",
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "seconds": train_seconds + (time.perf_counter() - t_loop),
+                        **lrs(),
+                        "train_loss": loss_f,
+                        "grad_norm": g_f,
+                        "predictive_variance": v_f,
+                    }
                 )
             if s.eval_every_steps and step % s.eval_every_steps == 0 and i + 1 < steps_per_epoch:
                 record_eval(step / steps_per_epoch, lrs())
@@ -278,47 +294,74 @@ def train_classifier(
     history = pd.DataFrame(rows)
     evals = history[history["kind"] == "eval"]
     ttt = time_to_target(
-        evals[s.target_metric].tolist(), s.target_value, evals["step"].tolist(),
-        evals["epoch"].tolist(), evals["seconds"].tolist(),
+        evals[s.target_metric].tolist(),
+        s.target_value,
+        evals["step"].tolist(),
+        evals["epoch"].tolist(),
+        evals["seconds"].tolist(),
         mode="min" if s.target_metric == "val_loss" else "max",
     )
 
     # Test set: once, at the end, with the final weights (no selection on test data).
     if status == "completed":
         test_loss, test_logits = evaluate(model, data.x_test.to(device), data.y_test.to(device))
-        test = {"loss": test_loss, **classification_metrics(test_logits, data.y_test, data.num_classes)}
+        test = {
+            "loss": test_loss,
+            **classification_metrics(test_logits, data.y_test, data.num_classes),
+        }
     else:
         test = None
     wall_seconds = time.perf_counter() - t_start
     units = 1 if device.type == "cuda" else s.num_threads
     last_eval = evals.iloc[-1]
     metrics = {
-        "task": s.task, "dataset": s.dataset, "model": s.model, "scheduler": s.scheduler,
-        "seed": s.seed, "status": status, "diverged_at_epoch": diverged_epoch,
+        "task": s.task,
+        "dataset": s.dataset,
+        "model": s.model,
+        "scheduler": s.scheduler,
+        "seed": s.seed,
+        "status": status,
+        "diverged_at_epoch": diverged_epoch,
         "test": test,
-        "final_val": {"loss": float(last_eval["val_loss"]), "accuracy": float(last_eval["val_accuracy"])},
+        "final_val": {
+            "loss": float(last_eval["val_loss"]),
+            "accuracy": float(last_eval["val_accuracy"]),
+        },
         "best_val_accuracy": float(evals["val_accuracy"].max()),
         "time_to_target": {"metric": s.target_metric, "target": s.target_value, **ttt},
-        "steps": step, "epochs_completed": float(step / steps_per_epoch),
-        "steps_per_epoch": steps_per_epoch, "train_examples": n_train,
+        "steps": step,
+        "epochs_completed": float(step / steps_per_epoch),
+        "steps_per_epoch": steps_per_epoch,
+        "train_examples": n_train,
         "final_lr": [float(g["lr"]) for g in optimizer.param_groups],
         "lr_decisions": (
-            {"decreases": scheduler.num_decreases, "increases": scheduler.num_increases,
-             "nonfinite_signals": scheduler.num_nonfinite}
-            if isinstance(scheduler, UncertaintyLR) else None
+            {
+                "decreases": scheduler.num_decreases,
+                "increases": scheduler.num_increases,
+                "nonfinite_signals": scheduler.num_nonfinite,
+            }
+            if isinstance(scheduler, UncertaintyLR)
+            else None
         ),
-        "wall_seconds": wall_seconds, "train_seconds": train_seconds,
-        "device": str(device), "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-            or platform.machine()
+        "wall_seconds": wall_seconds,
+        "train_seconds": train_seconds,
+        "device": str(device),
+        "device_name": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine()
         ),
         "num_threads": s.num_threads,
         "device_hours": wall_seconds * units / 3600.0,
         "device_hours_unit": "gpu-hours" if device.type == "cuda" else "cpu-core-hours",
         "peak_memory_mb": _peak_memory_mb(device),
-        "versions": _versions(), "git_commit": _git_commit(),
-        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                 "argv0": Path(sys.argv[0]).name},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "host": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "argv0": Path(sys.argv[0]).name,
+        },
         "settings": s.to_dict(),
     }
     atomic_write_csv(out_dir / "history.csv", history)

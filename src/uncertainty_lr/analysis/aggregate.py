@@ -40,8 +40,12 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
     s = metrics["settings"]
     nan = math.nan
     return {
-        "task": metrics["task"], "dataset": metrics["dataset"], "model": metrics["model"],
-        "scheduler": metrics["scheduler"], "seed": metrics["seed"], "status": metrics["status"],
+        "task": metrics["task"],
+        "dataset": metrics["dataset"],
+        "model": metrics["model"],
+        "scheduler": metrics["scheduler"],
+        "seed": metrics["seed"],
+        "status": metrics["status"],
         "test_accuracy": test.get("accuracy", nan),
         "test_precision_macro": test.get("precision_macro", nan),
         "test_recall_macro": test.get("recall_macro", nan),
@@ -49,29 +53,41 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_loss": test.get("loss", nan),
         "final_val_accuracy": metrics["final_val"]["accuracy"],
         "best_val_accuracy": metrics["best_val_accuracy"],
-        "target_metric": ttt["metric"], "target_value": ttt["target"],
+        "target_metric": ttt["metric"],
+        "target_value": ttt["target"],
         "target_reached": bool(ttt["reached"]),
         # Runs that miss the target count as infinitely slow, never dropped.
         "steps_to_target": ttt["steps"] if ttt["reached"] else math.inf,
         "epochs_to_target": ttt["epochs"] if ttt["reached"] else math.inf,
         "seconds_to_target": ttt["seconds"] if ttt["reached"] else math.inf,
-        "steps": metrics["steps"], "epochs_completed": metrics["epochs_completed"],
-        "steps_per_epoch": metrics["steps_per_epoch"], "train_examples": metrics["train_examples"],
+        "steps": metrics["steps"],
+        "epochs_completed": metrics["epochs_completed"],
+        "steps_per_epoch": metrics["steps_per_epoch"],
+        "train_examples": metrics["train_examples"],
         "final_lr": metrics["final_lr"][0],
         # decisions of an uncertainty schedule (NaN for fixed schedules)
         "lr_decreases": (metrics.get("lr_decisions") or {}).get("decreases", nan),
         "lr_increases": (metrics.get("lr_decisions") or {}).get("increases", nan),
-        "wall_seconds": metrics["wall_seconds"], "train_seconds": metrics["train_seconds"],
-        "device": metrics["device"], "device_name": metrics["device_name"],
+        "wall_seconds": metrics["wall_seconds"],
+        "train_seconds": metrics["train_seconds"],
+        "device": metrics["device"],
+        "device_name": metrics["device_name"],
         "num_threads": metrics["num_threads"],
-        "device_hours": metrics["device_hours"], "device_hours_unit": metrics["device_hours_unit"],
+        "device_hours": metrics["device_hours"],
+        "device_hours_unit": metrics["device_hours_unit"],
         "peak_memory_mb": metrics["peak_memory_mb"],
-        "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"],
-        "optimizer": s["optimizer"], "weight_decay": s["weight_decay"],
-        "eval_every_steps": s["eval_every_steps"], "train_subset": s["train_subset"],
-        "scaling": s["scaling"], "reference_epochs": s["reference_epochs"],
+        "epochs": s["epochs"],
+        "batch_size": s["batch_size"],
+        "lr": s["lr"],
+        "optimizer": s["optimizer"],
+        "weight_decay": s["weight_decay"],
+        "eval_every_steps": s["eval_every_steps"],
+        "train_subset": s["train_subset"],
+        "scaling": s["scaling"],
+        "reference_epochs": s["reference_epochs"],
         "scheduler_params": json.dumps(s["scheduler_params"], sort_keys=True),
-        "torch_version": metrics["versions"]["torch"], "git_commit": metrics["git_commit"],
+        "torch_version": metrics["versions"]["torch"],
+        "git_commit": metrics["git_commit"],
     }
 
 
@@ -105,9 +121,11 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
         raise ResultsError("no run outputs were given to aggregate")
     keys = ["task", "scheduler", "seed"]
     runs = pd.DataFrame(rows).sort_values(keys, kind="stable").reset_index(drop=True)
-    history = pd.concat(histories, ignore_index=True).sort_values(
-        [*keys, "step", "kind"], kind="stable"
-    ).reset_index(drop=True)
+    history = (
+        pd.concat(histories, ignore_index=True)
+        .sort_values([*keys, "step", "kind"], kind="stable")
+        .reset_index(drop=True)
+    )
     return runs, history
 
 

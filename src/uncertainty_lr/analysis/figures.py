@@ -7,16 +7,14 @@ minimum to the maximum seed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from uncertainty_lr.schedulers import SCHEDULERS  # noqa: E402
+from uncertainty_lr.schedulers import SCHEDULERS
 
 FIGURES = ("val_accuracy", "lr", "signals")
 """Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""
@@ -44,9 +42,17 @@ def _facet(
     order = _order(history)
     line_kws = {"errorbar": ("pi", 100), **line_kws}
     grid = sns.relplot(
-        data=history, x="epoch", y=y, hue="scheduler", hue_order=order, col="task",
-        kind="line", height=3.2, aspect=1.35,
-        facet_kws={"sharey": False, "sharex": False}, **line_kws,
+        data=history,
+        x="epoch",
+        y=y,
+        hue="scheduler",
+        hue_order=order,
+        col="task",
+        kind="line",
+        height=3.2,
+        aspect=1.35,
+        facet_kws={"sharey": False, "sharex": False},
+        **line_kws,
     )
     grid.set_axis_labels("epoch", ylabel)
     if log:
@@ -70,8 +76,15 @@ def plot_lr(history: pd.DataFrame, out_dir: Path) -> None:
     lines are drawn as steps that end at the evaluation."""
     evals = history[(history["kind"] == "eval") & (history["epoch"] > 0)]
     grid = _facet(
-        evals, "lr", "learning rate", log=True, drawstyle="steps-pre", units="seed",
-        estimator=None, errorbar=None, linewidth=1.0,
+        evals,
+        "lr",
+        "learning rate",
+        log=True,
+        drawstyle="steps-pre",
+        units="seed",
+        estimator=None,
+        errorbar=None,
+        linewidth=1.0,
     )
     _save(grid.figure, out_dir, "lr")
 
@@ -86,11 +99,22 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
     evals = history[(history["kind"] == "eval") & (history["epoch"] > 0)]
     long = evals.melt(
         id_vars=["task", "scheduler", "seed", "epoch"],
-        value_vars=list(SIGNAL_LABELS), var_name="signal", value_name="value",
+        value_vars=list(SIGNAL_LABELS),
+        var_name="signal",
+        value_name="value",
     )
     grid = sns.relplot(
-        data=long, x="epoch", y="value", hue="scheduler", hue_order=_order(long), row="signal",
-        col="task", kind="line", errorbar=("pi", 100), height=2.8, aspect=1.5,
+        data=long,
+        x="epoch",
+        y="value",
+        hue="scheduler",
+        hue_order=_order(long),
+        row="signal",
+        col="task",
+        kind="line",
+        errorbar=("pi", 100),
+        height=2.8,
+        aspect=1.5,
         facet_kws={"sharey": False, "sharex": False},
     )
     grid.set(yscale="log")
@@ -103,8 +127,6 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
 
 def write_figures(runs: pd.DataFrame, history: pd.DataFrame, out_dir: str | Path) -> None:
     """Draw every figure of :data:`FIGURES` into ``out_dir``."""
-    import json  # noqa: PLC0415
-
     sns.set_theme(style="whitegrid", context="paper")
     out = Path(out_dir)
     thresholds = {}

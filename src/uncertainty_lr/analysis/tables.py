@@ -43,8 +43,17 @@ def macro_name(*parts: str) -> str:
 
 def tex_escape(text: str) -> str:
     """Escape LaTeX special characters in plain text."""
-    table = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    table = {
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
     return "".join(table.get(c, c) for c in text)
 
 
@@ -59,31 +68,34 @@ def _pct(mean: float, std: float) -> str:
     return f"${100 * mean:.2f} \\pm {100 * std:.2f}$"
 
 
-def _median_time(values: pd.Series, fmt: str) -> str:
-    med = float(np.median(values.to_numpy(dtype=float)))
-    return "not reached" if math.isinf(med) else fmt.format(med)
-
-
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task and scheduler: means, standard deviations (ddof=1; 0 for one seed),
     medians of time-to-target (inf when the median run misses), counts."""
     rows = []
     for (task, sched), g in runs.groupby(["task", "scheduler"], sort=False):
-        std = (lambda c: float(g[c].std(ddof=1)) if len(g) > 1 else 0.0)  # noqa: E731
-        rows.append({
-            "task": task, "scheduler": sched, "n_seeds": len(g),
-            "n_reached": int(g["target_reached"].sum()),
-            "n_completed": int((g["status"] == "completed").sum()),
-            "acc_mean": float(g["test_accuracy"].mean()), "acc_std": std("test_accuracy"),
-            "f1_mean": float(g["test_f1_macro"].mean()), "f1_std": std("test_f1_macro"),
-            "epochs_to_target_median": float(np.median(g["epochs_to_target"].to_numpy(float))),
-            "seconds_to_target_median": float(np.median(g["seconds_to_target"].to_numpy(float))),
-            "device_hours_sum": float(g["device_hours"].sum()),
-            "decreases_mean": float(g["lr_decreases"].mean()),
-            "increases_mean": float(g["lr_increases"].mean()),
-            "epochs": float(g["epochs"].mean()),
-            "train_seconds_mean": float(g["train_seconds"].mean()),
-        })
+        std = lambda c: float(g[c].std(ddof=1)) if len(g) > 1 else 0.0  # noqa: E731
+        rows.append(
+            {
+                "task": task,
+                "scheduler": sched,
+                "n_seeds": len(g),
+                "n_reached": int(g["target_reached"].sum()),
+                "n_completed": int((g["status"] == "completed").sum()),
+                "acc_mean": float(g["test_accuracy"].mean()),
+                "acc_std": std("test_accuracy"),
+                "f1_mean": float(g["test_f1_macro"].mean()),
+                "f1_std": std("test_f1_macro"),
+                "epochs_to_target_median": float(np.median(g["epochs_to_target"].to_numpy(float))),
+                "seconds_to_target_median": float(
+                    np.median(g["seconds_to_target"].to_numpy(float))
+                ),
+                "device_hours_sum": float(g["device_hours"].sum()),
+                "decreases_mean": float(g["lr_decreases"].mean()),
+                "increases_mean": float(g["lr_increases"].mean()),
+                "epochs": float(g["epochs"].mean()),
+                "train_seconds_mean": float(g["train_seconds"].mean()),
+            }
+        )
     out = pd.DataFrame(rows)
     out["order"] = out["scheduler"].map({s: i for i, s in enumerate(_order(out["scheduler"]))})
     return out.sort_values(["task", "order"]).drop(columns="order").reset_index(drop=True)
@@ -105,8 +117,16 @@ def results_table(runs: pd.DataFrame) -> str:
         unit = runs.loc[runs["task"] == task, "device_hours_unit"].iloc[0]
         unit = {"cpu-core-hours": "core-h", "gpu-hours": "GPU-h"}.get(unit, unit)
         for j, r in enumerate(block.itertuples()):
-            ep = "not reached" if math.isinf(r.epochs_to_target_median) else f"{r.epochs_to_target_median:.2f}"
-            sec = "not reached" if math.isinf(r.seconds_to_target_median) else f"{r.seconds_to_target_median:.0f}"
+            ep = (
+                "not reached"
+                if math.isinf(r.epochs_to_target_median)
+                else f"{r.epochs_to_target_median:.2f}"
+            )
+            sec = (
+                "not reached"
+                if math.isinf(r.seconds_to_target_median)
+                else f"{r.seconds_to_target_median:.0f}"
+            )
             lines.append(
                 f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}} & "
                 f"{_pct(r.acc_mean, r.acc_std)} & {_pct(r.f1_mean, r.f1_std)} & {ep} & {sec} & "
@@ -127,15 +147,29 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
         items = [
             ("task", f"{task} ({r['dataset']}, {r['model']})"),
             ("training examples", f"{int(r['train_examples']):,}"),
-            ("optimizer", f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}"),
+            (
+                "optimizer",
+                f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}",
+            ),
             ("batch size", f"{int(r['batch_size'])}"),
             ("epochs", f"{int(r['epochs'])} ({int(r['steps_per_epoch'])} optimizer steps each)"),
-            ("validation", "every epoch" if not r["eval_every_steps"] else f"every {int(r['eval_every_steps'])} steps"),
+            (
+                "validation",
+                "every epoch"
+                if not r["eval_every_steps"]
+                else f"every {int(r['eval_every_steps'])} steps",
+            ),
             ("target", f"{r['target_metric'].replace('_', ' ')} {r['target_value']:g}"),
-            ("schedule times", f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)"),
+            (
+                "schedule times",
+                f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)",
+            ),
             ("seeds", ", ".join(map(str, seeds))),
             ("schedules", ", ".join(_order(g["scheduler"].unique()))),
-            ("device", f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}"),
+            (
+                "device",
+                f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}",
+            ),
         ]
         lines += [f"{tex_escape(k)} & {tex_escape(v)} \\\\" for k, v in items]
         lines.append(r"\midrule")
@@ -199,12 +233,15 @@ def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
                     relation = f"within one pooled standard deviation ({pooled:.2f} points) of"
                 else:
                     relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
-                ea, eb = block.loc[a, "epochs_to_target_median"], block.loc[b, "epochs_to_target_median"]
+                ea, eb = (
+                    block.loc[a, "epochs_to_target_median"],
+                    block.loc[b, "epochs_to_target_median"],
+                )
                 speed = (
                     f"it reached the validation target in a median of {ea:.2f} epochs against "
                     f"{eb:.2f} for \\texttt{{{tex_escape(b)}}}"
-                    if math.isfinite(ea) and math.isfinite(eb) else
-                    f"its median run {'did not reach' if math.isinf(ea) else 'reached'} the "
+                    if math.isfinite(ea) and math.isfinite(eb)
+                    else f"its median run {'did not reach' if math.isinf(ea) else 'reached'} the "
                     f"validation target ({int(block.loc[a, 'n_reached'])} of "
                     f"{int(block.loc[a, 'n_seeds'])} seeds did), against "
                     f"{int(block.loc[b, 'n_reached'])} of {int(block.loc[b, 'n_seeds'])} for "

@@ -147,6 +147,8 @@ def _load_from_hub() -> dict[str, np.ndarray]:
     ds = datasets.load_dataset("mnist")
     out = {}
     for split, prefix in (("train", "train"), ("test", "test")):
-        out[f"{prefix}_images"] = np.stack([np.asarray(im, dtype=np.uint8) for im in ds[split]["image"]])
+        out[f"{prefix}_images"] = np.stack(
+            [np.asarray(im, dtype=np.uint8) for im in ds[split]["image"]]
+        )
         out[f"{prefix}_labels"] = np.asarray(ds[split]["label"], dtype=np.uint8)
     return out

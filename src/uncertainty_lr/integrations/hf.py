@@ -89,7 +89,9 @@ class UncertaintyCallback(TrainerCallback):
         scheduler: torch.optim.lr_scheduler.LRScheduler | None,
         signal: str | tuple[str, ...] = "grad_norm",
         clip_grad_norm: float | None = None,
-        variance_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] = classification_variance,
+        variance_fn: Callable[
+            [Any, dict[str, torch.Tensor]], torch.Tensor
+        ] = classification_variance,
     ) -> None:
         names = (signal,) if isinstance(signal, str) else tuple(signal)
         unknown = set(names) - set(SIGNALS)
@@ -117,7 +119,8 @@ class UncertaintyCallback(TrainerCallback):
             log.warning(
                 "Trainer clips gradients (max_grad_norm=%s): the gradient-norm signal is the "
                 "post-clip norm. Set max_grad_norm=0 and UncertaintyCallback(clip_grad_norm=...) "
-                "for the pre-clip norm.", args.max_grad_norm,
+                "for the pre-clip norm.",
+                args.max_grad_norm,
             )
         if model is not None and self._handle is None:
             self._handle = model.register_forward_hook(self._forward_hook, with_kwargs=True)
@@ -144,7 +147,9 @@ class UncertaintyCallback(TrainerCallback):
         if isinstance(self.scheduler, UncertaintyLR):
             wanted = {n: values[n] for n in self.signals if n in values}
             if wanted:
-                self.scheduler.observe(wanted if len(self.signals) > 1 else next(iter(wanted.values())))
+                self.scheduler.observe(
+                    wanted if len(self.signals) > 1 else next(iter(wanted.values()))
+                )
 
     def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
         row = {"step": float(state.global_step)}
