@@ -116,3 +116,28 @@ def test_callback_rejects_bad_arguments():
         UncertaintyCallback(None, signal="entropy")
     with pytest.raises(ValueError, match="clip_grad_norm"):
         UncertaintyCallback(None, clip_grad_norm=0.0)
+
+
+def test_mc_dropout_probe_every_n_steps(tmp_path):
+    model = tiny_bert()  # BertConfig's default dropout 0.1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = UncertaintyLR(optimizer, threshold=1e-12)  # any variance > 0 lowers the LR
+    data = Pairs(n=8, seed=1)
+    probe = {"input_ids": data.ids, "attention_mask": torch.ones_like(data.ids)}
+    callback = UncertaintyCallback(
+        scheduler,
+        signal="mc_dropout_variance",
+        mc_dropout_probe=probe,
+        mc_dropout_every=4,
+        mc_dropout_passes=4,
+    )
+    trainer_for(model, scheduler, callback, tmp_path).train()
+    probes = [
+        r["signal/mc_dropout_variance"]
+        for r in callback.history
+        if "signal/mc_dropout_variance" in r
+    ]
+    assert len(probes) == 4 and all(v > 0 for v in probes)  # steps 4, 8, 12, 16: one per log
+    assert scheduler.num_decreases >= 3
+    with pytest.raises(ValueError, match="mc_dropout_probe"):
+        UncertaintyCallback(None, signal="mc_dropout_variance")

@@ -31,7 +31,11 @@ precision), clips them to ``args.max_grad_norm`` when that is > 0, calls
   :func:`~uncertainty_lr.signals.predictive_variance`; for question answering pass
   a function of the start/end logits and the context mask).
 
-Both signals are observed once per optimizer step (mean over gradient-accumulation
+- the **MC-dropout variance** (optional) is probed every ``mc_dropout_every``
+  optimizer steps in ``on_step_end`` on a fixed probe batch
+  (:func:`~uncertainty_lr.signals.mc_dropout_variance`).
+
+The first two signals are observed once per optimizer step (mean over gradient-accumulation
 micro-batches for the variance). ``UncertaintyLR.step()`` is called by the Trainer
 after every optimizer step; give the scheduler ``decision_interval`` to decide less
 often. LR and signal means since the last log are added to the Trainer's log history
@@ -50,11 +54,11 @@ import torch
 from transformers import TrainerCallback
 
 from uncertainty_lr.schedulers import UncertaintyLR
-from uncertainty_lr.signals import gradient_norm, predictive_variance
+from uncertainty_lr.signals import gradient_norm, mc_dropout_variance, predictive_variance
 
 log = logging.getLogger(__name__)
 
-SIGNALS = ("grad_norm", "predictive_variance")
+SIGNALS = ("grad_norm", "predictive_variance", "mc_dropout_variance")
 
 
 def classification_variance(outputs: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -79,9 +83,16 @@ class UncertaintyCallback(TrainerCallback):
             with ``max_grad_norm=0`` in ``TrainingArguments``.
         variance_fn: ``(outputs, inputs) -> 0-d tensor``; default
             :func:`classification_variance`.
+        mc_dropout_probe: a fixed batch of model inputs (dict of tensors) for
+            :func:`~uncertainty_lr.signals.mc_dropout_variance`, computed every
+            ``mc_dropout_every`` optimizer steps (in ``on_step_end``, so it counts
+            towards the next decision) with ``mc_dropout_passes`` passes.
+        mc_dropout_every: optimizer steps between two MC-dropout probes (0: never).
+        mc_dropout_passes: stochastic passes ``T`` per probe.
 
     Raises:
-        ValueError: an unknown signal name, or ``clip_grad_norm <= 0``.
+        ValueError: an unknown signal name, ``clip_grad_norm <= 0``, or
+            ``"mc_dropout_variance"`` requested without a probe and an interval.
     """
 
     def __init__(
@@ -92,6 +103,9 @@ class UncertaintyCallback(TrainerCallback):
         variance_fn: Callable[
             [Any, dict[str, torch.Tensor]], torch.Tensor
         ] = classification_variance,
+        mc_dropout_probe: dict[str, torch.Tensor] | None = None,
+        mc_dropout_every: int = 0,
+        mc_dropout_passes: int = 10,
     ) -> None:
         names = (signal,) if isinstance(signal, str) else tuple(signal)
         unknown = set(names) - set(SIGNALS)
@@ -99,6 +113,19 @@ class UncertaintyCallback(TrainerCallback):
             raise ValueError(f"unknown signal(s) {sorted(unknown)}; valid: {', '.join(SIGNALS)}")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
+        if "mc_dropout_variance" in names and not (mc_dropout_probe and mc_dropout_every > 0):
+            raise ValueError(
+                "signal 'mc_dropout_variance' needs mc_dropout_probe (a batch of inputs) and "
+                "mc_dropout_every > 0 (optimizer steps between probes)"
+            )
+        if mc_dropout_every < 0 or mc_dropout_passes < 2:
+            raise ValueError(
+                f"mc_dropout_every must be >= 0 and mc_dropout_passes >= 2, got "
+                f"{mc_dropout_every} and {mc_dropout_passes}"
+            )
+        self.mc_dropout_probe = mc_dropout_probe
+        self.mc_dropout_every = mc_dropout_every
+        self.mc_dropout_passes = mc_dropout_passes
         self.scheduler = scheduler
         self.signals = names
         self.clip_grad_norm = clip_grad_norm
@@ -111,6 +138,7 @@ class UncertaintyCallback(TrainerCallback):
     # -- hooks -----------------------------------------------------------------------
 
     def _forward_hook(self, module, args, kwargs, outputs) -> None:
+        # training forward passes only: not evaluation, not MC-dropout probes (no grad)
         if module.training and torch.is_grad_enabled():
             self._variances.append(self.variance_fn(outputs, kwargs).detach())
 
@@ -124,6 +152,9 @@ class UncertaintyCallback(TrainerCallback):
             )
         if model is not None and self._handle is None:
             self._handle = model.register_forward_hook(self._forward_hook, with_kwargs=True)
+        if model is not None and self.mc_dropout_probe is not None:
+            device = next(model.parameters()).device
+            self.mc_dropout_probe = {k: v.to(device) for k, v in self.mc_dropout_probe.items()}
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._handle is not None:
@@ -140,6 +171,20 @@ class UncertaintyCallback(TrainerCallback):
         if self._variances:
             values["predictive_variance"] = float(torch.stack(self._variances).mean())
             self._variances.clear()
+        self._record(values)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.mc_dropout_every and state.global_step % self.mc_dropout_every == 0:
+            v = mc_dropout_variance(
+                model,
+                self.mc_dropout_probe,
+                passes=self.mc_dropout_passes,
+                output_to_logits=lambda out: out.logits,
+            )
+            self._record({"mc_dropout_variance": float(v)})
+
+    def _record(self, values: dict[str, float]) -> None:
+        """Add values to the logging window and feed the scheduler the chosen ones."""
         for name, v in values.items():
             if math.isfinite(v):
                 self._window[name][0] += v
@@ -147,9 +192,8 @@ class UncertaintyCallback(TrainerCallback):
         if isinstance(self.scheduler, UncertaintyLR):
             wanted = {n: values[n] for n in self.signals if n in values}
             if wanted:
-                self.scheduler.observe(
-                    wanted if len(self.signals) > 1 else next(iter(wanted.values()))
-                )
+                single = len(self.signals) == 1
+                self.scheduler.observe(next(iter(wanted.values())) if single else wanted)
 
     def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
         row = {"step": float(state.global_step)}
