@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup tex run paper-config test lint lock clean bench
+.PHONY: setup tex run smoke paper-config test lint lock clean bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
@@ -23,6 +23,10 @@ tex:
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
+
+# A two-minute trial of the whole pipeline on real data (results/smoke, paper/main.pdf).
+smoke: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 # Full specification of the study plan (50 epochs, 5 seeds); meant for a GPU.
 paper-config: setup

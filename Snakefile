@@ -12,17 +12,19 @@ sys.path.insert(0, os.path.abspath("src"))  # the project, also where it is not 
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from uncertainty_lr.config import ConfigError, validate_config
+from uncertainty_lr.config import ConfigError, preflight, validate_config
 from uncertainty_lr.paths import export_source_path
 
 # The default config, unless one is given with --configfile (the `configfile:`
 # directive would merge the two, leaking the default's tasks into other configs).
-if not config:
+# Values given with --config still override the default's top-level keys.
+if not workflow.overwrite_configfiles:
     with open("config/config.yaml") as f:
-        config.update(yaml.safe_load(f))
+        config.update({**yaml.safe_load(f), **config})
 
 try:
     validate_config(config)
+    preflight(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

@@ -91,3 +91,53 @@ def test_resolve_run_rejects_names_outside_the_config():
     config["schedulers"] = ["step"]
     with pytest.raises(ConfigError, match="not in the config's list"):
         resolve_run(config, "mnist", "cosine", 0)
+
+
+def test_preflight_catches_what_the_schema_cannot(tmp_path, monkeypatch):
+    from uncertainty_lr.config import preflight
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    preflight(config)  # the shipped config passes
+    config["scheduler_params"] = {"uncertainty-gradnorm": {"treshold": 0.2}, "step": {"gamma": 0.5}}
+    config["scheduler_params"]["uncertainty-variance"] = {"factor": 1.5}
+    config["tasks"]["mnist"]["target"]["value"] = 1.5
+    config["tasks"]["mnist"]["train_subset"] = 999_999
+    with pytest.raises(ConfigError) as info:
+        preflight(config)
+    msg = str(info.value)
+    assert "4 problem(s)" in msg
+    assert "scheduler_params/uncertainty-gradnorm: unknown hyperparameter(s) ['treshold']" in msg
+    assert "scheduler_params/uncertainty-variance: factor must lie in (0, 1)" in msg
+    assert "tasks/mnist/target/value: an accuracy target must lie in (0, 1]" in msg
+    assert "tasks/mnist/train_subset: 999999 exceeds the 55,000 training examples" in msg
+
+
+def test_preflight_checks_the_data_files(tmp_path, monkeypatch):
+    import shutil
+
+    from uncertainty_lr.config import preflight
+
+    root = tmp_path / "repo"
+    shutil.copytree(repo_root() / "data", root / "data")
+    shutil.copytree(repo_root() / "workflow", root / "workflow")
+    (root / "data/raw/mnist/t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    config = load_config(repo_root() / "config/smoke.yaml")
+    monkeypatch.setenv("UNCERTAINTY_LR_ROOT", str(root))
+    with pytest.raises(
+        ConfigError, match="t10k-labels-idx1-ubyte.gz is corrupt: sha256 .* expected b91679a0"
+    ):
+        preflight(config)
+
+
+def test_float_valued_integers_are_accepted_as_integers():
+    config = load_config(repo_root() / "config/smoke.yaml")
+    config["tasks"]["mnist"]["epochs"] = 3.0  # YAML `3.0`: the schema admits it as an integer
+    settings = resolve_run(validate_config(config), "mnist", "step", 0)
+    assert settings.epochs == 3 and isinstance(settings.epochs, int)
+    assert RunSettings.from_dict(settings.to_dict()) == settings
+
+
+def test_unknown_scheduler_name_is_called_unknown():
+    config = load_config(repo_root() / "config/smoke.yaml")
+    with pytest.raises(ConfigError, match="unknown scheduler 'warp'; valid: constant"):
+        resolve_run(config, "mnist", "warp", 0)

@@ -71,7 +71,9 @@ def test_corrupt_file_is_named(tmp_path):
 def test_missing_file_is_named(tmp_path):
     folder = copy_mnist(tmp_path)
     (folder / FILES["test_images"]).unlink()
-    with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte.gz is missing. Copy it again"):
+    with pytest.raises(
+        DataFileError, match="t10k-images-idx3-ubyte.gz is missing. Restore the vendored copy"
+    ):
         load_mnist(folder)
 
 

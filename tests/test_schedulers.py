@@ -521,3 +521,12 @@ def test_decision_interval_decides_every_nth_step_on_all_values_since():
     assert lrs == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.5, 0.55])
     with pytest.raises(ValueError, match="decision_interval"):
         UncertaintyLR(make_optimizer(), threshold=0.1, decision_interval=0)
+
+
+def test_non_numbers_are_refused():
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        UncertaintyLR(make_optimizer(), threshold="0.1")
+    sched = UncertaintyLR(make_optimizer(), threshold=0.1)
+    for bad in ("0.5", None, True):
+        with pytest.raises(TypeError, match="observe\\(\\) takes a number"):
+            sched.observe(bad)

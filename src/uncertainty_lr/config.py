@@ -63,6 +63,66 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def preflight(config: dict[str, Any]) -> None:
+    """Checks of a validated config that the schema cannot make, before any job.
+
+    - every ``scheduler_params`` entry builds its scheduler (unknown keys, values out
+      of range: the registry's own errors);
+    - accuracy targets lie in (0, 1];
+    - ``train_subset`` does not exceed the training split;
+    - local data files exist and match their checksums; a ``hub`` source has the
+      ``datasets`` package.
+
+    Raises:
+        ConfigError: listing every problem with its path.
+    """
+    import importlib.util  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from uncertainty_lr.data.checksums import DataFileError  # noqa: PLC0415
+    from uncertainty_lr.schedulers import build_scheduler  # noqa: PLC0415
+    from uncertainty_lr.tasks import DATA_CHECKS, TRAIN_SIZES  # noqa: PLC0415
+
+    problems = []
+    for name, params in config.get("scheduler_params", {}).items():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        try:
+            build_scheduler(name, optimizer, epochs=1, steps_per_epoch=1, **params)
+        except (ValueError, TypeError) as err:
+            problems.append(f"  - scheduler_params/{name}: {err}")
+    checked = set()
+    for task, t in config["tasks"].items():
+        target = t["target"]
+        if target["metric"] == "val_accuracy" and not 0 < target["value"] <= 1:
+            problems.append(
+                f"  - tasks/{task}/target/value: an accuracy target must lie in (0, 1], "
+                f"got {target['value']}"
+            )
+        size = TRAIN_SIZES.get(t["dataset"])
+        if size is not None and t.get("train_subset", 0) > size:
+            problems.append(
+                f"  - tasks/{task}/train_subset: {t['train_subset']} exceeds the {size:,} "
+                f"training examples of {t['dataset']}; use 0 for all"
+            )
+        source = t.get("data_source", "local")
+        if source == "hub" and importlib.util.find_spec("datasets") is None:
+            problems.append(
+                f"  - tasks/{task}/data_source: 'hub' needs the `datasets` package "
+                "(pip install datasets) and network access; use 'local' offline"
+            )
+        elif source == "local" and t["dataset"] not in checked:
+            checked.add(t["dataset"])
+            try:
+                DATA_CHECKS[t["dataset"]]()
+            except DataFileError as err:
+                problems.append(f"  - tasks/{task}/dataset: {err}")
+    if problems:
+        raise ConfigError(
+            f"the experiment config has {len(problems)} problem(s):\n" + "\n".join(problems)
+        )
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (:func:`validate_config`).
 
@@ -158,6 +218,8 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
     """
     if task not in config["tasks"]:
         raise ConfigError(f"unknown task {task!r}; the config has: {', '.join(config['tasks'])}")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     if scheduler not in config["schedulers"]:
         raise ConfigError(
             f"scheduler {scheduler!r} is not in the config's list: {', '.join(config['schedulers'])}"
@@ -169,20 +231,20 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         model=t["model"],
         scheduler=scheduler,
         seed=int(seed),
-        epochs=t["epochs"],
+        epochs=int(t["epochs"]),  # the schema admits 3.0 as an integer
         lr=float(t["lr"]),
-        batch_size=t["batch_size"],
+        batch_size=int(t["batch_size"]),
         target_metric=t["target"]["metric"],
         target_value=float(t["target"]["value"]),
         optimizer=t.get("optimizer", "adam"),
         weight_decay=float(t.get("weight_decay", 0.0)),
         data_source=t.get("data_source", "local"),
-        eval_every_steps=t.get("eval_every_steps", 0),
-        sample_every_steps=t.get("sample_every_steps", 50),
-        train_subset=t.get("train_subset", 0),
+        eval_every_steps=int(t.get("eval_every_steps", 0)),
+        sample_every_steps=int(t.get("sample_every_steps", 50)),
+        train_subset=int(t.get("train_subset", 0)),
         scheduler_params=dict(config["scheduler_params"].get(scheduler, {})),
         scaling=config["schedule"]["scaling"],
         reference_epochs=config["schedule"]["reference_epochs"],
         device=config["device"],
-        num_threads=config["threads_per_run"],
+        num_threads=int(config["threads_per_run"]),
     )

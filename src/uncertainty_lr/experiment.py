@@ -44,12 +44,23 @@ def prepare_run(
     return resolve_run(load_config(path), task, scheduler, seed)
 
 
-def run(settings: RunSettings, out_dir: str | Path, progress: bool = False) -> dict[str, Any]:
-    """Train and evaluate one run and write its outputs into ``out_dir`` (relative
-    paths are taken from the repository root). Returns the run's metrics."""
+def default_out_dir(settings: RunSettings) -> Path:
+    """Where a run started by hand writes: ``results/notebook/<task>/<scheduler>/seed<k>``."""
+    return (
+        Path("results") / "notebook" / settings.task / settings.scheduler / f"seed{settings.seed}"
+    )
+
+
+def run(
+    settings: RunSettings, out_dir: str | Path | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Train and evaluate one run and write its outputs into ``out_dir`` (default
+    :func:`default_out_dir`; relative paths are taken from the repository root).
+    Returns the run's metrics, with the folder written under ``"out_dir"``."""
     from uncertainty_lr.training import train_classifier  # noqa: PLC0415 (heavy imports)
 
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(settings)
     if not out.is_absolute():
         out = repo_root() / out
-    return train_classifier(settings, out, progress=progress)
+    metrics = train_classifier(settings, out, progress=progress)
+    return {**metrics, "out_dir": str(out)}

@@ -46,6 +46,11 @@ def _per_group(
 
 
 def _as_float(value: float | torch.Tensor) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(
+            f"observe() takes a number or a one-element tensor, got {type(value).__name__} "
+            f"{value!r}"
+        )
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
@@ -66,6 +71,8 @@ def _check_positive_mapping(value: Number | Mapping[str, Number], name: str) -> 
         raise ValueError(f"{name} must name at least one signal")
     out = {}
     for key, v in items.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{name} must be a number, got {v!r} for {key!r}")
         v = float(v)
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {v!r} for {key!r}")
@@ -294,6 +301,7 @@ class UncertaintyLR(LRScheduler):
         Raises:
             ValueError: a tensor with more than one element, a scalar given to a
                 several-signal scheduler, or an unknown signal name.
+            TypeError: a value that is not a number or a tensor (e.g. a string).
         """
         if isinstance(value, Mapping):
             items = value.items()

@@ -175,6 +175,11 @@ def train_classifier(
 
     data = DATASETS[s.dataset](source=s.data_source)
     x_train, y_train = data.x_train, data.y_train
+    if s.train_subset > len(x_train):
+        raise ConfigError(
+            f"train_subset {s.train_subset} exceeds the {len(x_train):,} training examples; "
+            "use 0 for all"
+        )
     if s.train_subset:
         x_train, y_train = x_train[: s.train_subset], y_train[: s.train_subset]
     x_train, y_train = x_train.to(device), y_train.to(device)
@@ -329,6 +334,7 @@ def train_classifier(
         },
         "best_val_accuracy": float(evals["val_accuracy"].max()),
         "time_to_target": {"metric": s.target_metric, "target": s.target_value, **ttt},
+        "history_rows": len(history),
         "steps": step,
         "epochs_completed": float(step / steps_per_epoch),
         "steps_per_epoch": steps_per_epoch,

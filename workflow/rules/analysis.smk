@@ -49,6 +49,7 @@ rule tables:
         "../../environment.yml"
     params:
         aggregate=folder_of("runs"),
+        config_name=config.get("paper", {}).get("config_name", ""),
     shell:
         "python -m uncertainty_lr.analysis tables --aggregate {params.aggregate} "
-        "--out paper/generated > {log} 2>&1"
+        "--out paper/generated --config-name {params.config_name:q} > {log} 2>&1"

@@ -6,10 +6,14 @@ import os
 from uncertainty_lr.config import resolve_run
 
 
-def run_parameters(wildcards, output):
-    """Papermill parameters (JSON, which is YAML) of one run: settings and out_dir."""
+def run_parameters(wildcards):
+    """Papermill parameters (JSON, which is YAML) of one run: settings and out_dir.
+
+    A function of the wildcards only: Snakemake does not track params derived from a
+    rule's input or output, and these must be tracked, so that a changed config
+    reruns the runs it changes."""
     settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
-    out_dir = os.path.dirname(output.metrics)
+    out_dir = f"{RESULTS}/runs/{wildcards.task}/{wildcards.scheduler}/seed{wildcards.seed}"
     return json.dumps({"settings": settings.to_dict(), "out_dir": out_dir, "progress": False})
 
 

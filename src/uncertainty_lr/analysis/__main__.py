@@ -22,7 +22,7 @@ from uncertainty_lr.analysis.aggregate import ResultsError, write_aggregate
 def main(argv: list[str] | None = None) -> int:
     """Run one analysis step; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m uncertainty_lr.analysis")
-    sub = parser.add_subparsers(dest="step", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{aggregate,figures,tables}", required=True)
     agg = sub.add_parser("aggregate", help="collect run outputs into runs.csv and history.csv")
     agg.add_argument("--out", required=True, type=Path)
     agg.add_argument("metrics", nargs="+", type=Path, help="the runs' metrics.json files")
@@ -30,22 +30,29 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--aggregate", required=True, type=Path, help="folder of runs.csv")
         p.add_argument("--out", required=True, type=Path)
+        if name == "tables":
+            p.add_argument("--config-name", default="", help="the config's paper.config_name")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.step == "aggregate":
+        if args.command == "aggregate":
             write_aggregate(args.metrics, args.out)
             return 0
+        if not (args.aggregate / "runs.csv").is_file():
+            raise ResultsError(
+                f"{args.aggregate / 'runs.csv'} does not exist: run the aggregate step first "
+                "(python -m uncertainty_lr.analysis aggregate ..., or snakemake)"
+            )
         runs = pd.read_csv(args.aggregate / "runs.csv")
-        if args.step == "figures":
+        if args.command == "figures":
             from uncertainty_lr.analysis.figures import write_figures  # noqa: PLC0415
 
             write_figures(runs, pd.read_csv(args.aggregate / "history.csv"), args.out)
         else:
             from uncertainty_lr.analysis.tables import write_tables  # noqa: PLC0415
 
-            write_tables(runs, args.out)
-    except (ResultsError, FileNotFoundError) as err:
+            write_tables(runs, args.out, args.config_name)
+    except (ResultsError, FileNotFoundError, pd.errors.ParserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -24,13 +24,16 @@ class ResultsError(ValueError):
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise ResultsError(f"run output {path} is missing; re-run its training job") from err
     except json.JSONDecodeError as err:
         raise ResultsError(
             f"run output {path} is not valid JSON ({err}); delete it and re-run its job"
         ) from err
+    if not isinstance(data, dict):
+        raise ResultsError(f"run output {path} is not a JSON object; delete it and re-run its job")
+    return data
 
 
 def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +116,12 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
             hist = pd.read_csv(hist_path)
         except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise ResultsError(f"run history {hist_path} is missing or malformed: {err}") from err
+        expected = metrics.get("history_rows")
+        if expected is not None and len(hist) != expected:
+            raise ResultsError(
+                f"run history {hist_path} has {len(hist)} rows, its metrics.json says "
+                f"{expected}: it is truncated or from another run; re-run the job"
+            )
         hist.insert(0, "seed", metrics["seed"])
         hist.insert(0, "scheduler", metrics["scheduler"])
         hist.insert(0, "task", metrics["task"])
@@ -120,13 +129,51 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
     if not rows:
         raise ResultsError("no run outputs were given to aggregate")
     keys = ["task", "scheduler", "seed"]
-    runs = pd.DataFrame(rows).sort_values(keys, kind="stable").reset_index(drop=True)
+    runs = pd.DataFrame(rows)
+    _check_consistent(runs, keys)
+    runs = runs.sort_values(keys, kind="stable").reset_index(drop=True)
     history = (
         pd.concat(histories, ignore_index=True)
         .sort_values([*keys, "step", "kind"], kind="stable")
         .reset_index(drop=True)
     )
     return runs, history
+
+
+SETTINGS_THAT_MUST_MATCH = (
+    "dataset",
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "eval_every_steps",
+    "train_subset",
+    "scaling",
+    "reference_epochs",
+    "target_metric",
+    "target_value",
+)
+"""Settings shared by every run of a task: runs that differ in them are not seeds of
+one experiment and must not be averaged together."""
+
+
+def _check_consistent(runs: pd.DataFrame, keys: list[str]) -> None:
+    dup = runs[runs.duplicated(keys, keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        raise ResultsError(
+            f"run {first['task']}/{first['scheduler']}/seed{first['seed']} was given "
+            f"{int((runs[keys] == first[keys]).all(axis=1).sum())} times; give each run once"
+        )
+    for task, g in runs.groupby("task"):
+        for col in SETTINGS_THAT_MUST_MATCH:
+            if g[col].nunique(dropna=False) > 1:
+                raise ResultsError(
+                    f"runs of task {task!r} differ in {col!r} ({sorted(map(str, g[col].unique()))}): "
+                    "they come from different configs; re-run them with one config"
+                )
 
 
 def write_aggregate(metrics_files: Iterable[str | Path], out_dir: str | Path) -> None:

@@ -55,6 +55,7 @@ def _facet(
         **line_kws,
     )
     grid.set_axis_labels("epoch", ylabel)
+    grid.set(xlim=(0, None))
     if log:
         grid.set(yscale="log")
     return grid
@@ -117,7 +118,7 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
         aspect=1.5,
         facet_kws={"sharey": False, "sharex": False},
     )
-    grid.set(yscale="log")
+    grid.set(yscale="log", xlim=(0, None))
     for (signal, _task), ax in grid.axes_dict.items():
         ax.set_ylabel(SIGNAL_LABELS[signal])
         if signal in thresholds:

@@ -25,8 +25,9 @@ import pandas as pd
 from uncertainty_lr.io import atomic_write_text
 from uncertainty_lr.schedulers import SCHEDULERS
 
-BASELINES = ("step", "cosine", "exponential")
-"""The study's fixed baseline schedules (the comparison for the adaptive ones)."""
+BASELINES = ("constant", "step", "cosine", "exponential")
+"""The fixed schedules: the best of them (by mean test accuracy) is the comparison
+for each adaptive schedule."""
 ADAPTIVE = ("uncertainty-gradnorm", "uncertainty-variance")
 
 
@@ -62,9 +63,12 @@ def _order(names) -> list[str]:
     return [s for s in SCHEDULERS if s in names] + sorted(names - set(SCHEDULERS))
 
 
-def _pct(mean: float, std: float) -> str:
+def _pct(mean: float, std: float, n: int) -> str:
+    """Mean +- standard deviation in percent; the mean alone for a single seed."""
     if math.isnan(mean):
         return "--"
+    if n < 2:
+        return f"${100 * mean:.2f}$"
     return f"${100 * mean:.2f} \\pm {100 * std:.2f}$"
 
 
@@ -129,7 +133,8 @@ def results_table(runs: pd.DataFrame) -> str:
             )
             lines.append(
                 f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}} & "
-                f"{_pct(r.acc_mean, r.acc_std)} & {_pct(r.f1_mean, r.f1_std)} & {ep} & {sec} & "
+                f"{_pct(r.acc_mean, r.acc_std, r.n_seeds)} & {_pct(r.f1_mean, r.f1_std, r.n_seeds)} & "
+                f"{ep} & {sec} & "
                 f"{r.n_reached}/{r.n_seeds} & {r.device_hours_sum:.3f}\\,{tex_escape(unit)} \\\\"
             )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
@@ -196,7 +201,16 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(macros) + "\n"
 
 
-def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
+def _same_trajectory(runs: pd.DataFrame, task: str, a: str, b: str) -> bool:
+    """Whether two schedules' runs of a task agree seed by seed in test accuracy,
+    final learning rate and decision counts (i.e. took the same decisions)."""
+    cols = ["seed", "test_accuracy", "final_lr", "lr_decreases", "lr_increases"]
+    ra = runs[(runs["task"] == task) & (runs["scheduler"] == a)][cols].sort_values("seed")
+    rb = runs[(runs["task"] == task) & (runs["scheduler"] == b)][cols].sort_values("seed")
+    return len(ra) == len(rb) and ra.reset_index(drop=True).equals(rb.reset_index(drop=True))
+
+
+def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str, str]:
     """Macros of the headline numbers and the results paragraph built from them.
 
     Every sentence states a comparison as measured: the best adaptive schedule
@@ -204,6 +218,7 @@ def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
     """
     summary = summarise(runs)
     macros = [
+        f"\\newcommand{{\\ConfigName}}{{{tex_escape(config_name) or 'unnamed'}}}",
         f"\\newcommand{{\\NumRuns}}{{{len(runs)}}}",
         f"\\newcommand{{\\TotalDeviceHours}}{{{runs['device_hours'].sum():.2f}}}",
     ]
@@ -229,7 +244,11 @@ def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
                 diff = 100 * (block.loc[a, "acc_mean"] - block.loc[b, "acc_mean"])
                 pooled = 100 * math.hypot(block.loc[a, "acc_std"], block.loc[b, "acc_std"])
                 acc_a, acc_b = 100 * block.loc[a, "acc_mean"], 100 * block.loc[b, "acc_mean"]
-                if abs(diff) <= pooled:
+                note = ""
+                if min(block.loc[a, "n_seeds"], block.loc[b, "n_seeds"]) < 2:
+                    relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
+                    note = " (a single seed: no estimate of seed-to-seed variation)"
+                elif abs(diff) <= pooled:
                     relation = f"within one pooled standard deviation ({pooled:.2f} points) of"
                 else:
                     relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
@@ -255,20 +274,27 @@ def numbers_and_findings(runs: pd.DataFrame) -> tuple[str, str]:
                 )
                 text.append(
                     f"\\texttt{{{tex_escape(a)}}} scored ${acc_a:.2f}\\%$, {relation} the best "
-                    f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$); {speed}."
+                    f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$){note}; {speed}."
                     + decisions
                 )
+        if all(a in block.index for a in ADAPTIVE) and _same_trajectory(runs, task, *ADAPTIVE):
+            text.append(
+                f"The two uncertainty schedules took the same decisions in every run on "
+                f"{tex_escape(task)}, so they trained identically: with these thresholds the "
+                "choice of signal made no difference."
+            )
         paragraphs.append(" ".join(text))
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
 
 
-def write_tables(runs: pd.DataFrame, out_dir: str | Path) -> None:
+def write_tables(runs: pd.DataFrame, out_dir: str | Path, config_name: str = "") -> None:
     """Write ``results_table.tex``, ``setup.tex``, ``numbers.tex`` and
-    ``findings.tex`` into ``out_dir``."""
+    ``findings.tex`` into ``out_dir``; ``config_name`` (the config's
+    ``paper.config_name``) becomes the macro ``\\ConfigName``."""
     out = Path(out_dir)
     atomic_write_text(out / "results_table.tex", results_table(runs))
     setup_table, setup_macros = setup_tex(runs)
     atomic_write_text(out / "setup.tex", setup_table)
-    numbers, findings = numbers_and_findings(runs)
+    numbers, findings = numbers_and_findings(runs, config_name)
     atomic_write_text(out / "numbers.tex", setup_macros + numbers)
     atomic_write_text(out / "findings.tex", findings)

@@ -30,10 +30,12 @@ NUM_CLASSES = 10
 VALIDATION_SIZE = 5_000
 SPLIT_SEED = 20_240_601  # fixed: the validation split is the same for every run
 HOW_TO_GET = (
-    "Copy it again from the shared data folder (shared/data/mnist/) into data/raw/mnist/, "
-    "or `git checkout data/raw/mnist`; the original is at a mirror of "
-    "yann.lecun.com/exdb/mnist."
+    "Restore the vendored copy with `git checkout data/raw/mnist`, or download the "
+    "original from a mirror of yann.lecun.com/exdb/mnist and check it against "
+    "data/raw/mnist/SHA256SUMS."
 )
+TRAIN_SIZE = 60_000 - VALIDATION_SIZE
+"""Training images after the default validation split."""
 
 
 @dataclass
@@ -85,6 +87,23 @@ def _standardise(images: np.ndarray) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def verify_mnist_files(root: str | Path | None = None) -> Path:
+    """Check that the four vendored IDX files exist and match ``SHA256SUMS``.
+
+    Returns:
+        The folder checked.
+
+    Raises:
+        DataFileError: naming the missing or corrupt file, its expected checksum and
+            how to restore it.
+    """
+    folder = Path(root) if root is not None else raw_data_dir() / "mnist"
+    sums = read_sha256sums(folder / "SHA256SUMS")
+    for name in FILES.values():
+        verify_file(folder / name, sums[name], HOW_TO_GET)
+    return folder
+
+
 def load_mnist(
     root: str | Path | None = None,
     source: str = "local",
@@ -109,12 +128,8 @@ def load_mnist(
         ValueError: unknown ``source`` or a validation size out of range.
     """
     if source == "local":
-        folder = Path(root) if root is not None else raw_data_dir() / "mnist"
-        sums = read_sha256sums(folder / "SHA256SUMS")
-        arrays = {}
-        for key, name in FILES.items():
-            verify_file(folder / name, sums[name], HOW_TO_GET)
-            arrays[key] = read_idx(folder / name)
+        folder = verify_mnist_files(root)
+        arrays = {key: read_idx(folder / name) for key, name in FILES.items()}
     elif source == "hub":
         arrays = _load_from_hub()
     else:

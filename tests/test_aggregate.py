@@ -1,0 +1,90 @@
+"""The aggregate step refuses inputs that would give a wrong table."""
+
+import json
+import shutil
+
+import pytest
+
+from uncertainty_lr.analysis.__main__ import main as analysis_main
+from uncertainty_lr.analysis.aggregate import ResultsError, aggregate
+from uncertainty_lr.config import RunSettings
+from uncertainty_lr.training import train_classifier
+
+
+def settings(**kw):
+    base = dict(
+        task="mnist",
+        dataset="mnist",
+        model="lenet5",
+        scheduler="constant",
+        seed=0,
+        epochs=1,
+        lr=1e-3,
+        batch_size=32,
+        target_metric="val_accuracy",
+        target_value=0.5,
+        eval_every_steps=5,
+        sample_every_steps=5,
+        train_subset=160,
+        device="cpu",
+    )
+    base.update(kw)
+    return RunSettings(**base)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    paths = []
+    for sched in ("constant", "uncertainty-variance"):
+        train_classifier(settings(scheduler=sched), root / sched)
+        paths.append(root / sched / "metrics.json")
+    train_classifier(settings(epochs=2, scheduler="step"), root / "other")
+    return paths, root / "other" / "metrics.json"
+
+
+def test_good_runs_aggregate(runs):
+    paths, _ = runs
+    table, history = aggregate(paths)
+    assert list(table["scheduler"]) == ["constant", "uncertainty-variance"]
+    assert table["lr_decreases"].isna().tolist() == [True, False]
+    assert set(history["scheduler"]) == {"constant", "uncertainty-variance"}
+
+
+def test_a_run_given_twice_is_refused(runs):
+    paths, _ = runs
+    with pytest.raises(ResultsError, match="mnist/constant/seed0 was given 2 times"):
+        aggregate([paths[0], paths[0]])
+
+
+def test_runs_from_different_configs_are_refused(runs):
+    paths, other = runs
+    with pytest.raises(ResultsError, match="differ in 'epochs'"):
+        aggregate([*paths, other])
+
+
+def test_truncated_and_malformed_files_are_named(runs, tmp_path):
+    paths, _ = runs
+    bad = tmp_path / "bad"
+    shutil.copytree(paths[0].parent, bad)
+    history = (bad / "history.csv").read_text().splitlines()
+    (bad / "history.csv").write_text("\n".join(history[:-3]) + "\n")
+    with pytest.raises(ResultsError, match="history.csv has .* rows, its metrics.json says"):
+        aggregate([bad / "metrics.json"])
+    (bad / "metrics.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ResultsError, match="is not a JSON object"):
+        aggregate([bad / "metrics.json"])
+    text = paths[0].read_text()
+    (bad / "metrics.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ResultsError, match=r"bad/metrics.json is not valid JSON"):
+        aggregate([bad / "metrics.json"])
+
+
+def test_cli_reports_one_line_errors(runs, tmp_path, capsys):
+    assert analysis_main(["aggregate", "--out", str(tmp_path), str(tmp_path / "missing.json")]) == 1
+    assert "missing.json is missing; re-run its training job" in capsys.readouterr().err
+    assert (
+        analysis_main(["tables", "--aggregate", str(tmp_path / "none"), "--out", str(tmp_path)])
+        == 1
+    )
+    assert "run the aggregate step first" in capsys.readouterr().err
