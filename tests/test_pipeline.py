@@ -97,3 +97,52 @@ def test_a_changed_config_reruns_the_runs_it_changes(smoke_repo, run_snakemake):
     proc = run_snakemake(smoke_repo, "-n", "--configfile", "changed.yaml")
     out = proc.stdout + proc.stderr
     assert re.search(r"^train\s+6$", out, re.MULTILINE), out
+
+
+def test_two_builds_of_the_same_results_are_byte_identical(smoke_repo, tmp_path):
+    """Figures and PDF depend only on the results (SOURCE_DATE_EPOCH, no PDF dates)."""
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+
+    from uncertainty_lr.analysis.__main__ import main as analysis_main
+
+    aggregate = smoke_repo / "results" / "smoke" / "aggregate"
+    for i in (1, 2):
+        assert (
+            analysis_main(
+                ["figures", "--aggregate", str(aggregate), "--out", str(tmp_path / f"f{i}")]
+            )
+            == 0
+        )
+    for name in ("val_accuracy.pdf", "lr.pdf", "signals.pdf"):
+        assert (tmp_path / "f1" / name).read_bytes() == (tmp_path / "f2" / name).read_bytes()
+
+    shutil.copytree(smoke_repo / "paper", tmp_path / "paper")
+    shutil.copytree(smoke_repo / "figures", tmp_path / "figures")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "FORCE_SOURCE_DATE": "1"}
+    digests = []
+    for _ in range(2):
+        subprocess.run(
+            ["latexmk", "-g", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
+            cwd=tmp_path / "paper",
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        digests.append(hashlib.sha256((tmp_path / "paper" / "main.pdf").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    assert (
+        digests[0] == hashlib.sha256((smoke_repo / "paper" / "main.pdf").read_bytes()).hexdigest()
+    )
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])
+def test_slurm_profile_plans_without_slurm(smoke_repo, run_snakemake, config):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = run_snakemake(smoke_repo, "-n", "--profile", "profiles/slurm", "--configfile", config)
+    out = proc.stdout + proc.stderr
+    assert re.search(r"^train\s+\d+$", out, re.MULTILINE), out
+    assert "gpu=1" in out and "runtime=120" in out

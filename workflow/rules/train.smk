@@ -15,6 +15,8 @@ rule train:
     threads: config["threads_per_run"]
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
+        # minutes, for cluster executors; a retried job (profiles/slurm) gets more time
+        runtime=lambda wildcards, attempt: 120 * attempt,
     wildcard_constraints:
         seed=r"\d+",
     conda:
