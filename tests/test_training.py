@@ -113,3 +113,66 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     assert metrics["status"] == "diverged"
     assert metrics["test"] is None and metrics["time_to_target"]["reached"] is False
     assert (tmp_path / "history.csv").exists()
+
+
+KILL_SETTINGS = dict(
+    scheduler="uncertainty-variance",
+    epochs=3,
+    train_subset=16_000,
+    eval_every_steps=0,
+    sample_every_steps=50,
+)
+
+
+def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    s = settings(**KILL_SETTINGS)
+    out = tmp_path / "killed"
+    code = (
+        "from uncertainty_lr.config import RunSettings\n"
+        "from uncertainty_lr.training import train_classifier\n"
+        f"train_classifier(RunSettings(**{s.to_dict()!r}), {str(out)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    ckpt = out / "checkpoint" / "last.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint was written after the first epoch"
+    time.sleep(0.5)  # into the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+
+    resumed = train_classifier(s, out)
+    assert resumed["resumed_from_epoch"] in (1, 2)  # not from scratch
+    assert not ckpt.exists()  # deleted once the run completed
+    straight = train_classifier(s, tmp_path / "straight")
+    assert straight["resumed_from_epoch"] is None
+    drop = {"resumed_from_epoch"}
+    assert {k: v for k, v in strip_timing(resumed).items() if k not in drop} == {
+        k: v for k, v in strip_timing(straight).items() if k not in drop
+    }
+    a = pd.read_csv(out / "history.csv").drop(columns="seconds")
+    b = pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    from uncertainty_lr.training import CheckpointError
+
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "last.pt").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="last.pt cannot be read .* delete it"):
+        train_classifier(settings(epochs=1), tmp_path)
+
+
+def test_checkpoint_of_other_settings_is_ignored(tmp_path):
+    train_classifier(settings(epochs=1, train_subset=320), tmp_path, keep_checkpoint=True)
+    assert (tmp_path / "checkpoint" / "last.pt").exists()
+    metrics = train_classifier(settings(epochs=1, train_subset=640), tmp_path)
+    assert metrics["resumed_from_epoch"] is None and metrics["steps"] == 20

@@ -9,9 +9,11 @@ contracts").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import pickle
 import platform
 import random
 import resource
@@ -111,6 +113,81 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+CHECKPOINT_FORMAT = 1
+CORRUPT_FILE_ERRORS = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    OSError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+)
+"""What ``torch.load(weights_only=True)`` raises on a truncated or foreign file."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be read; the message names it and the fix."""
+
+
+def capture_rng(order_gen: torch.Generator) -> dict[str, Any]:
+    """Random-number states as tensors and lists (``weights_only``-loadable)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "order": order_gen.get_state(),
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_cached)],
+        "python": [py_version, list(py_state), py_gauss],
+    }
+
+
+def restore_rng(state: dict[str, Any], order_gen: torch.Generator) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    order_gen.set_state(state["order"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file, then an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, settings: RunSettings, device: torch.device) -> dict | None:
+    """The checkpoint at ``path`` if it belongs to these settings, else None.
+
+    Raises:
+        CheckpointError: the file exists but cannot be read as a checkpoint.
+    """
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a checkpoint of this version")
+    except CORRUPT_FILE_ERRORS as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to "
+            "start the run from scratch"
+        ) from err
+    if state["settings"] != settings.to_dict():
+        log.warning("checkpoint %s is of other settings: ignored, starting from scratch", path)
+        return None
+    return state
+
+
 @dataclass
 class _Window:
     """Running sums of per-step quantities between two evaluations."""
@@ -137,7 +214,10 @@ class _Window:
 
 
 def train_classifier(
-    settings: RunSettings | dict[str, Any], out_dir: str | Path, progress: bool = False
+    settings: RunSettings | dict[str, Any],
+    out_dir: str | Path,
+    progress: bool = False,
+    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one classifier run; write ``metrics.json`` and ``history.csv``.
 
@@ -154,6 +234,16 @@ def train_classifier(
             of them, validated here before any work).
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show a tqdm bar per epoch.
+        keep_checkpoint: keep ``out_dir/checkpoint/last.pt`` after the run ends
+            (default: delete it).
+
+    Checkpoints: at the end of every epoch the whole state (model, optimizer,
+    schedule, the random-number states of torch, NumPy, Python and the data order,
+    the history so far) is written atomically to ``out_dir/checkpoint/last.pt``,
+    beside (not among) the pipeline's declared outputs. A run started again with the
+    same settings resumes from it; on the CPU its final metrics equal those of an
+    uninterrupted run apart from the timing fields. A checkpoint of other settings is
+    ignored (and overwritten).
 
     Returns:
         The metrics dict written to ``metrics.json``.
@@ -161,6 +251,7 @@ def train_classifier(
     Raises:
         ConfigError: invalid settings (before any data is read).
         DataFileError: missing or corrupt data files.
+        CheckpointError: an unreadable checkpoint (the message says to delete it).
     """
     if isinstance(settings, dict):
         settings = RunSettings.from_dict(settings)
@@ -215,9 +306,20 @@ def train_classifier(
 
     rows: list[dict[str, Any]] = []
     window = _Window()
-    train_seconds = 0.0  # training loop time, evaluations included
+    train_seconds = 0.0  # training loop time before this process (resumed runs)
     step = 0
+    start_epoch = 0
     status, diverged_epoch = "completed", None
+    ckpt_path = out_dir / "checkpoint" / "last.pt"
+    state = load_checkpoint(ckpt_path, s, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], order_gen)
+        rows, step, start_epoch = state["rows"], state["step"], state["epoch"]
+        train_seconds = state["train_seconds"]
+        log.info("resumed from %s at epoch %d (step %d)", ckpt_path, start_epoch, step)
 
     def record_eval(epoch_float: float, lr_used: dict[str, float]) -> None:
         val_loss, val_logits = evaluate(model, x_val, y_val)
@@ -244,9 +346,10 @@ def train_classifier(
         )
 
     t_loop = time.perf_counter()
-    record_eval(0.0, lrs())
+    if state is None:
+        record_eval(0.0, lrs())
     model.train()
-    for epoch in range(s.epochs):
+    for epoch in range(start_epoch, s.epochs):
         perm = torch.randperm(n_train, generator=order_gen).to(device)
         bar = tqdm(
             range(steps_per_epoch),
@@ -294,8 +397,23 @@ def train_classifier(
         record_eval(float(epoch + 1), lrs())
         window = _Window()
         scheduler.step()
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "settings": s.to_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": capture_rng(order_gen),
+                "rows": rows,
+                "train_seconds": train_seconds + (time.perf_counter() - t_loop),
+            },
+        )
 
-    train_seconds = time.perf_counter() - t_loop
+    train_seconds += time.perf_counter() - t_loop
     history = pd.DataFrame(rows)
     evals = history[history["kind"] == "eval"]
     ttt = time_to_target(
@@ -327,6 +445,7 @@ def train_classifier(
         "seed": s.seed,
         "status": status,
         "diverged_at_epoch": diverged_epoch,
+        "resumed_from_epoch": start_epoch if state is not None else None,
         "test": test,
         "final_val": {
             "loss": float(last_eval["val_loss"]),
@@ -372,4 +491,8 @@ def train_classifier(
     }
     atomic_write_csv(out_dir / "history.csv", history)
     atomic_write_json(out_dir / "metrics.json", metrics)
+    if not keep_checkpoint:
+        ckpt_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            ckpt_path.parent.rmdir()
     return metrics
