@@ -4,32 +4,18 @@ import json
 import shutil
 
 import pytest
+from helpers import mnist_settings
 
 from uncertainty_lr.analysis.__main__ import main as analysis_main
 from uncertainty_lr.analysis.aggregate import ResultsError, aggregate
-from uncertainty_lr.config import RunSettings
 from uncertainty_lr.training import train_classifier
 
 
 def settings(**kw):
-    base = dict(
-        task="mnist",
-        dataset="mnist",
-        model="lenet5",
-        scheduler="constant",
-        seed=0,
-        epochs=1,
-        lr=1e-3,
-        batch_size=32,
-        target_metric="val_accuracy",
-        target_value=0.5,
-        eval_every_steps=5,
-        sample_every_steps=5,
-        train_subset=160,
-        device="cpu",
+    """A 160-image, 1-epoch run: enough to write real outputs."""
+    return mnist_settings(
+        **{**dict(epochs=1, target_value=0.5, eval_every_steps=5, train_subset=160), **kw}
     )
-    base.update(kw)
-    return RunSettings(**base)
 
 
 @pytest.fixture(scope="module")

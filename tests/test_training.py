@@ -2,32 +2,14 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import mnist_settings
 
-from uncertainty_lr.config import RunSettings
 from uncertainty_lr.training import train_classifier
 
 TIMING = {"wall_seconds", "train_seconds", "device_hours", "peak_memory_mb", "host"}
 
 
-def settings(**kw):
-    base = dict(
-        task="mnist",
-        dataset="mnist",
-        model="lenet5",
-        scheduler="constant",
-        seed=0,
-        epochs=2,
-        lr=1e-3,
-        batch_size=32,
-        target_metric="val_accuracy",
-        target_value=0.8,
-        eval_every_steps=10,
-        sample_every_steps=5,
-        train_subset=640,
-        device="cpu",
-    )
-    base.update(kw)
-    return RunSettings(**base)
+settings = mnist_settings
 
 
 def strip_timing(metrics):
