@@ -21,15 +21,20 @@ setup: $(VENV)/.installed tex
 tex:
 	@scripts/ensure-tex.sh
 
+# After a killed run: the stale lock is removed and unfinished jobs rerun
+# (rerun-incomplete in profiles/default); finished runs are kept.
 run: setup
+	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES)
 
 # A two-minute trial of the whole pipeline on real data (results/smoke, paper/main.pdf).
 smoke: setup
+	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 # Full specification of the study plan (50 epochs, 5 seeds); meant for a GPU.
 paper-config: setup
+	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/paper.yaml
 
 test: setup

@@ -146,3 +146,53 @@ def test_slurm_profile_plans_without_slurm(smoke_repo, run_snakemake, config):
     out = proc.stdout + proc.stderr
     assert re.search(r"^train\s+\d+$", out, re.MULTILINE), out
     assert "gpu=1" in out and "runtime=120" in out
+
+
+def test_killed_driver_resumes_with_the_readme_recipe(repo_copy, run_snakemake):
+    """SIGKILL the Snakemake driver mid-pipeline, then run what `make smoke` runs:
+    the stale lock is cleared, finished runs are kept, the rest completes."""
+    import base64
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [os.path.join(bin_dir, "snakemake"), "--cores", "2", "--configfile", "config/smoke.yaml"]
+    log_path = repo_copy / "driver.log"
+    with log_path.open("w") as log:
+        driver = subprocess.Popen(
+            cmd, cwd=repo_copy, env=env, start_new_session=True, stdout=log, stderr=log
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline and "Finished jobid" not in log_path.read_text():
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    # finished runs: outputs present and not marked incomplete by Snakemake
+    incomplete = {p.name for p in (repo_copy / ".snakemake" / "incomplete").iterdir()}
+    runs = repo_copy / "results" / "smoke" / "runs" / "mnist"
+    finished = {
+        p: p.stat().st_mtime_ns
+        for p in runs.glob("*/seed0/metrics.json")
+        if base64.b64encode(str(p.relative_to(repo_copy)).encode()).decode() not in incomplete
+    }
+    assert finished, "no run finished before the kill"
+    assert list((repo_copy / ".snakemake" / "locks").iterdir()), "the killed driver left no lock"
+    assert not (repo_copy / "paper" / "main.pdf").exists()
+
+    unlock = subprocess.run(
+        ["scripts/unlock-if-stale.sh"],
+        cwd=repo_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Removing the stale lock" in unlock.stdout
+    run_snakemake(repo_copy, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert (repo_copy / "paper" / "main.pdf").exists()
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was rerun"
