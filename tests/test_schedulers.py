@@ -285,7 +285,7 @@ def reference_general(
     hi,
     smoothing="mean",
     ema_half_life=None,
-    mode="abs",
+    threshold_mode="abs",
     scale_half_life=5.0,
     cooldown=0,
     combine="any",
@@ -312,7 +312,7 @@ def reference_general(
         if not signal:
             out.append(lr)
             continue
-        if mode == "rel":
+        if threshold_mode == "rel":
             ratio, ready = {}, True
             for n, v in signal.items():
                 if n in scale:
@@ -377,6 +377,15 @@ def test_options_match_reference_on_random_signals(seed):
         for _ in range(80)
     ]
     opt = make_optimizer((0.3,))
+    options = {  # shared by the scheduler and the reference
+        "smoothing": options["smoothing"],
+        "ema_half_life": ema_half_life,
+        "threshold_mode": options["mode"],
+        "scale_half_life": 3.0,
+        "cooldown": options["cooldown"],
+        "combine": options["combine"],
+        "weights": weights,
+    }
     sched = UncertaintyLR(
         opt,
         threshold=th if several else th["signal"],
@@ -384,13 +393,7 @@ def test_options_match_reference_on_random_signals(seed):
         increase_factor=1.2,
         min_lr=0.003,
         max_lr=0.6,
-        smoothing=options["smoothing"],
-        ema_half_life=ema_half_life,
-        threshold_mode=options["mode"],
-        scale_half_life=3.0,
-        cooldown=options["cooldown"],
-        combine=options["combine"],
-        weights=weights,
+        **options,
     )
     got = []
     for observations in intervals:
@@ -400,22 +403,7 @@ def test_options_match_reference_on_random_signals(seed):
         opt.step()
         sched.step()
         got.append(sched.get_last_lr()[0])
-    want = reference_general(
-        0.3,
-        intervals,
-        th,
-        0.6,
-        1.2,
-        0.003,
-        0.6,
-        smoothing=options["smoothing"],
-        ema_half_life=ema_half_life,
-        mode=options["mode"],
-        scale_half_life=3.0,
-        cooldown=options["cooldown"],
-        combine=options["combine"],
-        weights=weights,
-    )
+    want = reference_general(0.3, intervals, th, 0.6, 1.2, 0.003, 0.6, **options)
     assert got == pytest.approx(want, rel=1e-9)
     assert len(set(got)) > 1, options  # the sequence exercised the rule
 

@@ -1,8 +1,9 @@
 """Figures of the paper, drawn from the aggregate tables only (seaborn/matplotlib).
 
 Each figure is saved as PDF (for the paper) and PNG (for a quick look) under the
-figures folder. Bands are over seeds: the line is the mean, the band spans the
-minimum to the maximum seed.
+figures folder. Where a figure has bands, they are over seeds: the line is the mean,
+the band spans the minimum to the maximum seed; the learning-rate figure draws one
+line per seed instead.
 """
 
 from __future__ import annotations
