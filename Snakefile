@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.abspath("src"))  # the project, also where it is not 
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from uncertainty_lr.config import ConfigError, preflight, validate_config
+from uncertainty_lr.config import ConfigError, planned_runs, preflight, validate_config
 from uncertainty_lr.paths import export_source_path
 
 # The default config, unless one is given with --configfile (the `configfile:`
@@ -30,14 +30,10 @@ except ConfigError as err:
 
 # Jobs import the project from src/ whichever environment runs them (venv or conda).
 export_source_path()
+# `offline: true` travels in each run's settings: the job sets HF_HUB_OFFLINE itself.
 
 RESULTS = config["results_dir"]
-RUNS = [
-    (task, scheduler, seed)
-    for task in config["tasks"]
-    for scheduler in config["schedulers"]
-    for seed in config["seeds"]
-]
+RUNS = planned_runs(config)  # task x scheduler x seed (a task may reduce its grid)
 
 
 include: "workflow/rules/common.smk"

@@ -11,8 +11,10 @@ from uncertainty_lr.config import (
     resolve_run,
     validate_config,
 )
+from uncertainty_lr.models import MODELS
 from uncertainty_lr.paths import repo_root
 from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr.tasks import DATA_CHECKS, HF_MODELS, TRAIN_SIZES
 
 CONFIGS = ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"]
 
@@ -31,8 +33,17 @@ def test_paper_config_is_the_study_plan():
 
 def test_schema_lists_exactly_the_registry():
     schema = load_schema()
-    assert schema["properties"]["schedulers"]["items"]["enum"] == list(SCHEDULERS)
-    assert schema["properties"]["scheduler_params"]["propertyNames"]["enum"] == list(SCHEDULERS)
+    ref = {"$ref": "#/$defs/scheduler"}
+    assert schema["$defs"]["scheduler"]["enum"] == list(SCHEDULERS)
+    assert schema["properties"]["schedulers"]["items"] == ref
+    assert schema["properties"]["scheduler_params"]["propertyNames"] == ref
+    assert schema["$defs"]["task"]["properties"]["schedulers"]["items"] == ref
+
+
+def test_schema_lists_exactly_the_models_and_datasets():
+    task = load_schema()["$defs"]["task"]["properties"]
+    assert set(task["model"]["enum"]) == set(MODELS) | set(HF_MODELS)
+    assert set(task["dataset"]["enum"]) == set(DATA_CHECKS) == set(TRAIN_SIZES)
 
 
 def bad_config():
@@ -89,7 +100,7 @@ def test_resolve_run_rejects_names_outside_the_config():
     with pytest.raises(ConfigError, match="unknown task 'imdb'"):
         resolve_run(config, "imdb", "step", 0)
     config["schedulers"] = ["step"]
-    with pytest.raises(ConfigError, match="not in the config's list"):
+    with pytest.raises(ConfigError, match="not in task 'mnist''s list"):
         resolve_run(config, "mnist", "cosine", 0)
 
 
@@ -141,3 +152,65 @@ def test_unknown_scheduler_name_is_called_unknown():
     config = load_config(repo_root() / "config/smoke.yaml")
     with pytest.raises(ConfigError, match="unknown scheduler 'warp'; valid: constant"):
         resolve_run(config, "mnist", "warp", 0)
+
+
+def test_preflight_checks_models_against_their_tasks():
+    from uncertainty_lr.config import preflight
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    lstm, bert = config["tasks"]["imdb-lstm"], config["tasks"]["imdb-minilm"]
+    lstm["warmup_ratio"] = 0.1
+    lstm["model_params"] = {"hidden_size": 0}
+    lstm["test_subset"] = 30_000
+    bert["pretrained"] = "no-such-org/no-such-model"
+    config["tasks"]["mnist"]["model"] = "lstm"
+    with pytest.raises(ConfigError) as info:
+        preflight(config)
+    msg = str(info.value)
+    assert "5 problem(s)" in msg, msg
+    assert "tasks/mnist/model: 'lstm' cannot read dataset 'mnist' (it reads: imdb)" in msg
+    assert "tasks/imdb-lstm/warmup_ratio: applies to model 'transformer' only" in msg
+    assert "tasks/imdb-lstm/model_params: vocab_size must be >= 2 and embedding_dim, hidden_size" in msg
+    assert "tasks/imdb-lstm/test_subset: 30000 exceeds the 25,000 test examples of imdb" in msg
+    assert "tasks/imdb-minilm/pretrained: no local copy of pretrained model" in msg
+    assert "make prepare" in msg
+
+
+def test_a_task_may_reduce_the_grid():
+    from uncertainty_lr.config import planned_runs
+
+    config = load_config(repo_root() / "config/config.yaml")
+    runs = planned_runs(config)
+    minilm = [(s, k) for t, s, k in runs if t == "imdb-minilm"]
+    assert sorted(minilm) == sorted((s, 0) for s in config["schedulers"])
+    assert len([r for r in runs if r[0] == "mnist"]) == len(config["schedulers"]) * len(config["seeds"])
+    smoke = load_config(repo_root() / "config/smoke.yaml")
+    with pytest.raises(ConfigError, match="not in task 'imdb-minilm''s list: cosine, uncertainty-gradnorm"):
+        resolve_run(smoke, "imdb-minilm", "step", 0)
+    # a task's schedule overrides the config's
+    assert resolve_run(config, "imdb-lstm", "step", 0).scaling == "fraction"
+    assert resolve_run(config, "mnist", "step", 0).scaling == "absolute"
+
+
+def test_notebook_parameters_are_checked_before_papermill():
+    import subprocess
+    import sys
+
+    from uncertainty_lr.experiment import check_parameters
+
+    good = "{config_file: config/smoke.yaml, task: imdb-lstm, scheduler: step, seed: 0}"
+    assert check_parameters(good).task == "imdb-lstm"
+    with pytest.raises(ConfigError, match="seed must be an integer, got 'zero'"):
+        check_parameters(good.replace("seed: 0", "seed: zero"))
+    with pytest.raises(ConfigError, match=r"lr: expected float, got '0\.1x'"):
+        settings = resolve_run(load_config(repo_root() / "config/smoke.yaml"), "mnist", "step", 0)
+        check_parameters(yaml.safe_dump({"settings": {**settings.to_dict(), "lr": "0.1x"}}))
+    with pytest.raises(ConfigError, match="outdir: unknown parameter"):
+        check_parameters("{outdir: x}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "uncertainty_lr.experiment", "check-parameters", "{progress: 1}"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "progress: expected true or false, got 1" in proc.stderr

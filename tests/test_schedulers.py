@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from uncertainty_lr import SCHEDULERS, UncertaintyLR, build_scheduler
+from uncertainty_lr import SCHEDULERS, UncertaintyLR, build_scheduler, uncertainty_part
 
 
 def make_optimizer(lrs=(1.0,)):
@@ -211,6 +211,47 @@ def test_registry_scales_to_the_run():
     assert s.gamma**7 == pytest.approx(0.95)
     s, _ = build_scheduler("cosine", make_optimizer(), epochs=3, steps_per_epoch=7, interval="step")
     assert s.T_max == 21
+
+
+def used_lrs(opt, sched, steps, observe=None):
+    """The learning rate each of ``steps`` optimizer steps trains at."""
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        if observe is not None:
+            observe.observe(1.0)
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_registry_warmup_then_the_schedule_for_the_rest_of_the_run():
+    opt = make_optimizer()
+    base = opt.param_groups[0]["lr"]
+    sched, _ = build_scheduler(
+        "cosine", opt, epochs=2, steps_per_epoch=5, interval="step", warmup_steps=4
+    )
+    cosine = [base * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)]
+    expected = [base * k / 4 for k in (1, 2, 3, 4)] + cosine
+    assert used_lrs(opt, sched, 10) == pytest.approx(expected, abs=1e-12)
+    # an uncertainty schedule behind a warmup: found, fed, decides every 3 steps
+    opt = make_optimizer()
+    sched, spec = build_scheduler(
+        "uncertainty-gradnorm",
+        opt,
+        epochs=1,
+        steps_per_epoch=10,
+        interval="step",
+        warmup_steps=2,
+        decision_interval=3,
+    )
+    inner = uncertainty_part(sched)
+    assert isinstance(inner, UncertaintyLR) and inner.decision_interval == 3
+    lrs = used_lrs(opt, sched, 10, observe=inner)  # signal 1.0 > threshold 0.1
+    assert lrs == pytest.approx([base / 2, base, base, base, base, base / 2, base / 2, base / 2, base / 4, base / 4])
+    assert uncertainty_part(build_scheduler("step", make_optimizer(), epochs=1, steps_per_epoch=1)[0]) is None
+    with pytest.raises(ValueError, match=r"warmup_steps must be an integer in \[0, 10\)"):
+        build_scheduler("cosine", make_optimizer(), epochs=1, steps_per_epoch=10, interval="step", warmup_steps=10)
 
 
 def test_registry_errors_name_the_valid_choices():

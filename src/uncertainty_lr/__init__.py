@@ -13,6 +13,7 @@ from uncertainty_lr.schedulers import (
     ScheduleSpec,
     UncertaintyLR,
     build_scheduler,
+    uncertainty_part,
 )
 from uncertainty_lr.signals import gradient_norm, predictive_variance
 
@@ -23,6 +24,7 @@ __all__ = [
     "build_scheduler",
     "gradient_norm",
     "predictive_variance",
+    "uncertainty_part",
 ]
 
 __version__ = "0.1.0"

@@ -56,6 +56,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         )
     config.setdefault("device", "auto")
     config.setdefault("threads_per_run", 1)
+    config.setdefault("offline", True)
     config.setdefault("schedule", {})
     config["schedule"].setdefault("scaling", "absolute")
     config["schedule"].setdefault("reference_epochs", 50)
@@ -82,7 +83,13 @@ def preflight(config: dict[str, Any]) -> None:
 
     from uncertainty_lr.data.checksums import DataFileError  # noqa: PLC0415
     from uncertainty_lr.schedulers import build_scheduler  # noqa: PLC0415
-    from uncertainty_lr.tasks import DATA_CHECKS, TRAIN_SIZES  # noqa: PLC0415
+    from uncertainty_lr.tasks import (  # noqa: PLC0415
+        DATA_CHECKS,
+        HF_MODELS,
+        MODEL_DATASETS,
+        TEST_SIZES,
+        TRAIN_SIZES,
+    )
 
     problems = []
     for name, params in config.get("scheduler_params", {}).items():
@@ -98,6 +105,49 @@ def preflight(config: dict[str, Any]) -> None:
             problems.append(
                 f"  - tasks/{task}/target/value: an accuracy target must lie in (0, 1], "
                 f"got {target['value']}"
+            )
+        allowed = MODEL_DATASETS[t["model"]]
+        if t["dataset"] not in allowed:
+            problems.append(
+                f"  - tasks/{task}/model: {t['model']!r} cannot read dataset "
+                f"{t['dataset']!r} (it reads: {', '.join(allowed)})"
+            )
+        if t["model"] in HF_MODELS:
+            if not t.get("pretrained"):
+                problems.append(
+                    f"  - tasks/{task}/pretrained: model 'transformer' needs a pretrained "
+                    "checkpoint (a hub id such as 'bert-base-uncased' or a local folder)"
+                )
+            elif importlib.util.find_spec("transformers") is None:
+                problems.append(
+                    f"  - tasks/{task}/model: 'transformer' needs the `transformers` package "
+                    '(pip install "uncertainty-lr[hf]")'
+                )
+            else:
+                from uncertainty_lr.pretrained import PretrainedError, resolve_pretrained  # noqa: PLC0415
+
+                try:
+                    resolve_pretrained(t["pretrained"], offline=config["offline"])
+                except PretrainedError as err:
+                    problems.append(f"  - tasks/{task}/pretrained: {err}")
+        else:
+            for key in ("warmup_steps", "warmup_ratio", "pretrained", "precision"):
+                if key in t:
+                    problems.append(
+                        f"  - tasks/{task}/{key}: applies to model 'transformer' only; remove it"
+                    )
+        if t["model"] == "lstm":
+            from uncertainty_lr.models import build_model  # noqa: PLC0415
+
+            try:
+                build_model("lstm", 2, vocab_size=t.get("vocab_size", 20_000), **t.get("model_params", {}))
+            except ValueError as err:
+                problems.append(f"  - tasks/{task}/model_params: {err}")
+        test_size = TEST_SIZES.get(t["dataset"])
+        if test_size is not None and t.get("test_subset", 0) > test_size:
+            problems.append(
+                f"  - tasks/{task}/test_subset: {t['test_subset']} exceeds the {test_size:,} "
+                f"test examples of {t['dataset']}; use 0 for all"
             )
         size = TRAIN_SIZES.get(t["dataset"])
         if size is not None and t.get("train_subset", 0) > size:
@@ -168,6 +218,19 @@ class RunSettings:
     reference_epochs: int = 50
     device: str = "auto"
     num_threads: int = 1
+    test_subset: int = 0
+    val_subset: int = 0
+    max_length: int = 0
+    truncation: str = "head"
+    vocab_size: int = 20_000
+    min_frequency: int = 2
+    model_params: dict[str, Any] = field(default_factory=dict)
+    pretrained: str = ""
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 0.0
+    precision: str = "fp32"
+    offline: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -191,9 +254,12 @@ class RunSettings:
             value, expected = data[name], f.type
             ok = {
                 "int": isinstance(value, int) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
                 "float": isinstance(value, (int, float)) and not isinstance(value, bool),
                 "str": isinstance(value, str),
-                "dict[str, float]": isinstance(value, dict),
+                "dict[str, float]": isinstance(value, dict)
+                and all(isinstance(v, (int, float)) for v in value.values()),
+                "dict[str, Any]": isinstance(value, dict),
             }[expected]
             if not ok:
                 problems.append(f"  - {name}: expected {expected}, got {value!r}")
@@ -210,8 +276,30 @@ class RunSettings:
         return asdict(self)
 
 
+def task_schedulers(config: dict[str, Any], task: str) -> list[str]:
+    """The schedulers a task runs: its own ``schedulers`` list, else the config's."""
+    return list(config["tasks"][task].get("schedulers", config["schedulers"]))
+
+
+def task_seeds(config: dict[str, Any], task: str) -> list[int]:
+    """The seeds a task runs: its own ``seeds`` list, else the config's."""
+    return list(config["tasks"][task].get("seeds", config["seeds"]))
+
+
+def planned_runs(config: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """Every ``(task, scheduler, seed)`` of a validated config, in config order."""
+    return [
+        (task, scheduler, seed)
+        for task in config["tasks"]
+        for scheduler in task_schedulers(config, task)
+        for seed in task_seeds(config, task)
+    ]
+
+
 def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) -> RunSettings:
     """Settings of one run of a validated config.
+
+    A task's ``schedule`` entries override the config's top-level ``schedule``.
 
     Raises:
         ConfigError: the task, scheduler or seed is not in the config.
@@ -220,11 +308,13 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         raise ConfigError(f"unknown task {task!r}; the config has: {', '.join(config['tasks'])}")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-    if scheduler not in config["schedulers"]:
+    if scheduler not in task_schedulers(config, task):
         raise ConfigError(
-            f"scheduler {scheduler!r} is not in the config's list: {', '.join(config['schedulers'])}"
+            f"scheduler {scheduler!r} is not in task {task!r}'s list: "
+            f"{', '.join(task_schedulers(config, task))}"
         )
     t = config["tasks"][task]
+    schedule = {**config["schedule"], **t.get("schedule", {})}
     return RunSettings(
         task=task,
         dataset=t["dataset"],
@@ -243,8 +333,21 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         sample_every_steps=int(t.get("sample_every_steps", 50)),
         train_subset=int(t.get("train_subset", 0)),
         scheduler_params=dict(config["scheduler_params"].get(scheduler, {})),
-        scaling=config["schedule"]["scaling"],
-        reference_epochs=config["schedule"]["reference_epochs"],
+        scaling=schedule["scaling"],
+        reference_epochs=int(schedule["reference_epochs"]),
         device=config["device"],
         num_threads=int(config["threads_per_run"]),
+        test_subset=int(t.get("test_subset", 0)),
+        val_subset=int(t.get("val_subset", 0)),
+        max_length=int(t.get("max_length", 0)),
+        truncation=t.get("truncation", "head"),
+        vocab_size=int(t.get("vocab_size", 20_000)),
+        min_frequency=int(t.get("min_frequency", 2)),
+        model_params=dict(t.get("model_params", {})),
+        pretrained=t.get("pretrained", ""),
+        warmup_steps=int(t.get("warmup_steps", 0)),
+        warmup_ratio=float(t.get("warmup_ratio", 0.0)),
+        max_grad_norm=float(t.get("max_grad_norm", 0.0)),
+        precision=t.get("precision", "fp32"),
+        offline=bool(config["offline"]),
     )

@@ -56,11 +56,85 @@ def run(
 ) -> dict[str, Any]:
     """Train and evaluate one run and write its outputs into ``out_dir`` (default
     :func:`default_out_dir`; relative paths are taken from the repository root).
+
+    The backend follows the model: ``transformer`` trains through Hugging Face
+    ``Trainer`` (:func:`uncertainty_lr.hf_backend.train_transformer`), the others in
+    the plain PyTorch loop (:func:`uncertainty_lr.training.train_classifier`).
     Returns the run's metrics, with the folder written under ``"out_dir"``."""
-    from uncertainty_lr.training import train_classifier  # noqa: PLC0415 (heavy imports)
+    from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(settings)
     if not out.is_absolute():
         out = repo_root() / out
-    metrics = train_classifier(settings, out, progress=progress)
+    if settings.model in HF_MODELS:
+        from uncertainty_lr.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
+
+        metrics = train_transformer(settings, out, progress=progress)
+    else:
+        from uncertainty_lr.training import train_classifier  # noqa: PLC0415 (heavy imports)
+
+        metrics = train_classifier(settings, out, progress=progress)
     return {**metrics, "out_dir": str(out)}
+
+
+def check_parameters(text: str) -> RunSettings:
+    """Check papermill parameters (the YAML given to ``papermill -y``) before papermill
+    starts a kernel: papermill itself checks no types.
+
+    Args:
+        text: YAML mapping with ``settings`` (a dict of :class:`RunSettings` fields),
+            ``out_dir`` (str or null) and ``progress`` (bool).
+
+    Returns:
+        The checked settings.
+
+    Raises:
+        ConfigError: not a mapping, unknown keys, or a value of the wrong type (all
+            listed).
+    """
+    import yaml  # noqa: PLC0415
+
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"notebook parameters are not valid YAML: {err}") from err
+    if not isinstance(params, dict):
+        raise ConfigError(f"notebook parameters must be a mapping, got {type(params).__name__}")
+    allowed = {"settings", "config_file", "task", "scheduler", "seed", "out_dir", "progress"}
+    problems = [f"  - {k}: unknown parameter (valid: {', '.join(sorted(allowed))})" for k in params if k not in allowed]
+    if not isinstance(params.get("out_dir"), (str, type(None))):
+        problems.append(f"  - out_dir: expected a path or null, got {params['out_dir']!r}")
+    if not isinstance(params.get("progress", False), bool):
+        problems.append(f"  - progress: expected true or false, got {params['progress']!r}")
+    if problems:
+        raise ConfigError("invalid notebook parameters:\n" + "\n".join(problems))
+    return prepare_run(
+        params.get("settings"),
+        params.get("config_file"),
+        params.get("task"),
+        params.get("scheduler"),
+        params.get("seed"),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m uncertainty_lr.experiment check-parameters YAML``; exit status 1
+    with the problems on stderr (no traceback) when they are wrong."""
+    import argparse  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="checks of one run's notebook parameters")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check-parameters", help="check papermill -y parameters")
+    check.add_argument("parameters", help="the YAML mapping given to papermill -y")
+    args = parser.parse_args(argv)
+    try:
+        check_parameters(args.parameters)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics.classification import (
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
     MulticlassAccuracy,
     MulticlassF1Score,
     MulticlassPrecision,
@@ -17,7 +20,8 @@ from torchmetrics.classification import (
 def classification_metrics(
     preds: torch.Tensor, targets: torch.Tensor, num_classes: int
 ) -> dict[str, float]:
-    """Accuracy and macro-averaged precision, recall and F1 (torchmetrics).
+    """Accuracy and macro-averaged precision, recall and F1 (torchmetrics); for two
+    classes also precision, recall and F1 of the positive class (index 1).
 
     Args:
         preds: predicted class indices, int ``(N,)``, or logits ``(N, C)``.
@@ -26,12 +30,22 @@ def classification_metrics(
 
     Returns:
         ``{"accuracy", "precision_macro", "recall_macro", "f1_macro"}`` as floats in
-        [0, 1]. Accuracy is the fraction of correct predictions (micro average).
+        [0, 1], plus ``{"precision", "recall", "f1"}`` (positive class) when
+        ``num_classes == 2``. Accuracy is the fraction of correct predictions (micro
+        average).
     """
     if preds.dim() == 2:
         preds = preds.argmax(dim=1)
     preds, targets = preds.cpu(), targets.cpu()
+    binary = {}
+    if num_classes == 2:
+        binary = {
+            "precision": float(BinaryPrecision()(preds, targets)),
+            "recall": float(BinaryRecall()(preds, targets)),
+            "f1": float(BinaryF1Score()(preds, targets)),
+        }
     return {
+        **binary,
         "accuracy": float(MulticlassAccuracy(num_classes, average="micro")(preds, targets)),
         "precision_macro": float(MulticlassPrecision(num_classes, average="macro")(preds, targets)),
         "recall_macro": float(MulticlassRecall(num_classes, average="macro")(preds, targets)),

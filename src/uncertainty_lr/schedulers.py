@@ -20,7 +20,9 @@ from torch.optim.lr_scheduler import (
     ConstantLR,
     CosineAnnealingLR,
     ExponentialLR,
+    LinearLR,
     LRScheduler,
+    SequentialLR,
     StepLR,
 )
 
@@ -478,6 +480,8 @@ def build_scheduler(
     interval: str = "epoch",
     scaling: str = "absolute",
     reference_epochs: int = 50,
+    warmup_steps: int = 0,
+    decision_interval: int = 1,
     **overrides: Any,
 ) -> tuple[LRScheduler, ScheduleSpec]:
     """Build a registered schedule for a run of a given length.
@@ -491,7 +495,15 @@ def build_scheduler(
     per epoch, so the decay over the whole run is the reference run's. With
     ``interval="step"`` the schedule is stepped once per optimizer step and every
     time is converted to steps (``steps_per_epoch`` steps per epoch); decisions of
-    ``UncertaintyLR`` then happen every step.
+    ``UncertaintyLR`` then happen every ``decision_interval`` steps.
+
+    With ``warmup_steps > 0`` the learning rate first rises linearly: the ``k``-th of
+    the first ``warmup_steps`` units trains at ``lr * k / warmup_steps``
+    (``LinearLR``), then the schedule takes over (``SequentialLR``; the transformer
+    recipe of Devlin et al. 2019). Cosine then anneals over the rest of the run; the
+    other schedules count their times from the end of the warmup. What
+    ``UncertaintyLR`` observes during the warmup is discarded; get it with
+    :func:`uncertainty_part` to feed it.
 
     Args:
         name: a key of :data:`SCHEDULERS`.
@@ -501,6 +513,10 @@ def build_scheduler(
         interval: ``"epoch"`` or ``"step"``: how often the caller calls ``step()``.
         scaling: ``"absolute"`` or ``"fraction"`` (see above).
         reference_epochs: the run length the study's values were set for.
+        warmup_steps: linear warmup, in calls of ``step()`` (units of ``interval``);
+            must be shorter than the run.
+        decision_interval: calls of ``step()`` between two decisions of
+            ``UncertaintyLR`` (ignored by the other schedules).
         **overrides: hyperparameters replacing the defaults of ``SCHEDULERS[name]``.
 
     Returns:
@@ -521,6 +537,13 @@ def build_scheduler(
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     spec = SCHEDULERS[name]
+    units_per_epoch = steps_per_epoch if interval == "step" else 1
+    run_units = epochs * units_per_epoch
+    if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps < run_units:
+        raise ValueError(
+            f"warmup_steps must be an integer in [0, {run_units}) (the run has {run_units} "
+            f"{interval}s), got {warmup_steps!r}"
+        )
     unknown = set(overrides) - set(spec.defaults)
     if unknown:
         raise ValueError(
@@ -528,8 +551,6 @@ def build_scheduler(
             f"valid: {sorted(spec.defaults) or 'none'}"
         )
     hp = {**spec.defaults, **overrides}
-    units_per_epoch = steps_per_epoch if interval == "step" else 1
-    run_units = epochs * units_per_epoch
     stretch = epochs / reference_epochs if scaling == "fraction" else 1.0
 
     if name == "constant":
@@ -538,10 +559,31 @@ def build_scheduler(
         step_size = max(1, round(hp["step_size"] * stretch * units_per_epoch))
         sched = StepLR(optimizer, step_size=step_size, gamma=hp["gamma"])
     elif name == "cosine":
-        sched = CosineAnnealingLR(optimizer, T_max=run_units, eta_min=hp["eta_min"])
+        sched = CosineAnnealingLR(optimizer, T_max=run_units - warmup_steps, eta_min=hp["eta_min"])
     elif name == "exponential":
         gamma = hp["gamma"] ** (1.0 / (stretch * units_per_epoch))
         sched = ExponentialLR(optimizer, gamma=gamma)
     else:
-        sched = UncertaintyLR(optimizer, **hp)
+        sched = UncertaintyLR(optimizer, decision_interval=decision_interval, **hp)
+    if warmup_steps:
+        # the k-th call (k = 1..warmup_steps) trains at lr * k / warmup_steps
+        warmup = LinearLR(
+            optimizer,
+            start_factor=1.0 / warmup_steps,
+            end_factor=1.0,
+            total_iters=max(warmup_steps - 1, 1),
+        )
+        sched = SequentialLR(optimizer, [warmup, sched], milestones=[warmup_steps])
     return sched, spec
+
+
+def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:
+    """The :class:`UncertaintyLR` that ``scheduler`` is or wraps (after a warmup, in
+    a ``SequentialLR``), to call ``observe`` on; None for the fixed schedules."""
+    if isinstance(scheduler, UncertaintyLR):
+        return scheduler
+    for inner in getattr(scheduler, "_schedulers", ()):
+        found = uncertainty_part(inner)
+        if found is not None:
+            return found
+    return None

@@ -36,7 +36,7 @@ from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics, time_to_target
 from uncertainty_lr.models import build_model
 from uncertainty_lr.paths import repo_root
-from uncertainty_lr.schedulers import UncertaintyLR, build_scheduler
+from uncertainty_lr.schedulers import UncertaintyLR, build_scheduler, uncertainty_part
 from uncertainty_lr.signals import gradient_norm, predictive_variance
 from uncertainty_lr.tasks import DATASETS
 
@@ -213,6 +213,132 @@ class _Window:
         }
 
 
+def summarise_run(
+    s: RunSettings,
+    *,
+    history: pd.DataFrame,
+    status: str,
+    diverged_epoch: float | None,
+    resumed_from_epoch: float | None,
+    test: dict[str, Any] | None,
+    steps: int,
+    steps_per_epoch: int,
+    train_examples: int,
+    val_examples: int,
+    test_examples: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    wall_seconds: float,
+    train_seconds: float,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The ``metrics.json`` record of a run, shared by both training backends.
+
+    Args:
+        s: the run's settings.
+        history: the run's history rows (``kind`` ``"eval"`` rows carry ``step``,
+            ``epoch``, ``seconds``, ``val_loss``, ``val_accuracy``).
+        status: ``"completed"`` or ``"diverged"``.
+        diverged_epoch: fractional epoch of the divergence, or None.
+        resumed_from_epoch: epoch the run resumed from a checkpoint, or None.
+        test: test-set metrics (None when the run diverged).
+        steps, steps_per_epoch, train_examples: the run's length.
+        val_examples, test_examples: sizes of the evaluated validation and test sets.
+        optimizer, scheduler: their final state gives the final LR and the
+            decisions of an :class:`UncertaintyLR`.
+        wall_seconds: the whole run, data loading and test included (seconds).
+        train_seconds: the training loop with its evaluations (seconds).
+        device: where it ran (device-hours count GPUs on CUDA, threads on CPU).
+    """
+    evals = history[history["kind"] == "eval"]
+    ttt = time_to_target(
+        evals[s.target_metric].tolist(),
+        s.target_value,
+        evals["step"].tolist(),
+        evals["epoch"].tolist(),
+        evals["seconds"].tolist(),
+        mode="min" if s.target_metric == "val_loss" else "max",
+    )
+    units = 1 if device.type == "cuda" else s.num_threads
+    last_eval = evals.iloc[-1]
+    adaptive = uncertainty_part(scheduler)
+    return {
+        "task": s.task,
+        "dataset": s.dataset,
+        "model": s.model,
+        "scheduler": s.scheduler,
+        "seed": s.seed,
+        "status": status,
+        "diverged_at_epoch": diverged_epoch,
+        "resumed_from_epoch": resumed_from_epoch,
+        "test": test,
+        "final_val": {
+            "loss": float(last_eval["val_loss"]),
+            "accuracy": float(last_eval["val_accuracy"]),
+        },
+        "best_val_accuracy": float(evals["val_accuracy"].max()),
+        "time_to_target": {"metric": s.target_metric, "target": s.target_value, **ttt},
+        "history_rows": len(history),
+        "steps": steps,
+        "epochs_completed": float(steps / steps_per_epoch),
+        "steps_per_epoch": steps_per_epoch,
+        "train_examples": train_examples,
+        "val_examples": val_examples,
+        "test_examples": test_examples,
+        "final_lr": [float(g["lr"]) for g in optimizer.param_groups],
+        "lr_decisions": (
+            {
+                "decreases": adaptive.num_decreases,
+                "increases": adaptive.num_increases,
+                "nonfinite_signals": adaptive.num_nonfinite,
+            }
+            if adaptive is not None
+            else None
+        ),
+        "wall_seconds": wall_seconds,
+        "train_seconds": train_seconds,
+        "device": str(device),
+        "device_name": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine()
+        ),
+        "num_threads": s.num_threads,
+        "device_hours": wall_seconds * units / 3600.0,
+        "device_hours_unit": "gpu-hours" if device.type == "cuda" else "cpu-core-hours",
+        "peak_memory_mb": _peak_memory_mb(device),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "host": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "argv0": Path(sys.argv[0]).name,
+        },
+        "settings": s.to_dict(),
+    }
+
+
+def build_optimizer(s: RunSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The run's optimizer: ``adam`` (``torch.optim.Adam``, L2 ``weight_decay``) or
+    ``adamw`` (``torch.optim.AdamW``, decoupled weight decay; Loshchilov & Hutter
+    2019), which, as usual for transformers, does not decay biases and normalisation
+    weights (the parameters with fewer than 2 dimensions).
+
+    Raises:
+        ConfigError: an unknown optimizer name.
+    """
+    if s.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": s.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=s.lr)
+    raise ConfigError(f"unknown optimizer {s.optimizer!r}; valid: adam, adamw")
+
+
 def train_classifier(
     settings: RunSettings | dict[str, Any],
     out_dir: str | Path,
@@ -264,7 +390,7 @@ def train_classifier(
     torch.set_num_threads(s.num_threads)
     torch.set_flush_denormal(True)
 
-    data = DATASETS[s.dataset](source=s.data_source)
+    data = DATASETS[s.dataset](s)
     x_train, y_train = data.x_train, data.y_train
     if s.train_subset > len(x_train):
         raise ConfigError(
@@ -274,16 +400,23 @@ def train_classifier(
     if s.train_subset:
         x_train, y_train = x_train[: s.train_subset], y_train[: s.train_subset]
     x_train, y_train = x_train.to(device), y_train.to(device)
-    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    x_val, y_val = data.x_val, data.y_val
+    if s.val_subset:
+        x_val, y_val = x_val[: s.val_subset], y_val[: s.val_subset]
+    x_val, y_val = x_val.to(device), y_val.to(device)
     n_train = len(x_train)
     steps_per_epoch = math.ceil(n_train / s.batch_size)
 
     # The same seed gives every scheduler the same initial weights and data order:
     # weights come from the global generator seeded here, data order from its own.
     seed_everything(s.seed)
-    model = build_model(s.model, data.num_classes).to(device)
+    model_kwargs = {**getattr(data, "model_kwargs", {}), **s.model_params}
+    try:
+        model = build_model(s.model, data.num_classes, **model_kwargs).to(device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     order_gen = torch.Generator().manual_seed(s.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    optimizer = build_optimizer(s, model)
     scheduler, spec = build_scheduler(
         s.scheduler,
         optimizer,
@@ -359,12 +492,15 @@ def train_classifier(
         )
         for i in bar:
             idx = perm[i * s.batch_size : (i + 1) * s.batch_size]
-            x, y = x_train[idx], y_train[idx]  # (B, 1, 28, 28), (B,)
+            x, y = x_train[idx], y_train[idx]  # (B, 1, 28, 28) images or (B, T) ids; (B,)
             logits = model(x)  # (B, C)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            g = gradient_norm(model.parameters())
+            if s.max_grad_norm > 0:  # returns the norm before clipping
+                g = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+            else:
+                g = gradient_norm(model.parameters())
             v = predictive_variance(logits.detach())
             loss_f, g_f, v_f = loss.item(), g.item(), v.item()
             if not (math.isfinite(loss_f) and math.isfinite(g_f)):
@@ -415,15 +551,6 @@ def train_classifier(
 
     train_seconds += time.perf_counter() - t_loop
     history = pd.DataFrame(rows)
-    evals = history[history["kind"] == "eval"]
-    ttt = time_to_target(
-        evals[s.target_metric].tolist(),
-        s.target_value,
-        evals["step"].tolist(),
-        evals["epoch"].tolist(),
-        evals["seconds"].tolist(),
-        mode="min" if s.target_metric == "val_loss" else "max",
-    )
 
     # Test set: once, at the end, with the final weights (no selection on test data).
     if status == "completed":
@@ -434,61 +561,24 @@ def train_classifier(
         }
     else:
         test = None
-    wall_seconds = time.perf_counter() - t_start
-    units = 1 if device.type == "cuda" else s.num_threads
-    last_eval = evals.iloc[-1]
-    metrics = {
-        "task": s.task,
-        "dataset": s.dataset,
-        "model": s.model,
-        "scheduler": s.scheduler,
-        "seed": s.seed,
-        "status": status,
-        "diverged_at_epoch": diverged_epoch,
-        "resumed_from_epoch": start_epoch if state is not None else None,
-        "test": test,
-        "final_val": {
-            "loss": float(last_eval["val_loss"]),
-            "accuracy": float(last_eval["val_accuracy"]),
-        },
-        "best_val_accuracy": float(evals["val_accuracy"].max()),
-        "time_to_target": {"metric": s.target_metric, "target": s.target_value, **ttt},
-        "history_rows": len(history),
-        "steps": step,
-        "epochs_completed": float(step / steps_per_epoch),
-        "steps_per_epoch": steps_per_epoch,
-        "train_examples": n_train,
-        "final_lr": [float(g["lr"]) for g in optimizer.param_groups],
-        "lr_decisions": (
-            {
-                "decreases": scheduler.num_decreases,
-                "increases": scheduler.num_increases,
-                "nonfinite_signals": scheduler.num_nonfinite,
-            }
-            if isinstance(scheduler, UncertaintyLR)
-            else None
-        ),
-        "wall_seconds": wall_seconds,
-        "train_seconds": train_seconds,
-        "device": str(device),
-        "device_name": (
-            torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or platform.machine()
-        ),
-        "num_threads": s.num_threads,
-        "device_hours": wall_seconds * units / 3600.0,
-        "device_hours_unit": "gpu-hours" if device.type == "cuda" else "cpu-core-hours",
-        "peak_memory_mb": _peak_memory_mb(device),
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "host": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "argv0": Path(sys.argv[0]).name,
-        },
-        "settings": s.to_dict(),
-    }
+    metrics = summarise_run(
+        s,
+        history=history,
+        status=status,
+        diverged_epoch=diverged_epoch,
+        resumed_from_epoch=start_epoch if state is not None else None,
+        test=test,
+        steps=step,
+        steps_per_epoch=steps_per_epoch,
+        train_examples=n_train,
+        val_examples=len(y_val),
+        test_examples=len(data.y_test),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        wall_seconds=time.perf_counter() - t_start,
+        train_seconds=train_seconds,
+        device=device,
+    )
     atomic_write_csv(out_dir / "history.csv", history)
     atomic_write_json(out_dir / "metrics.json", metrics)
     if not keep_checkpoint:

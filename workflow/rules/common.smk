@@ -1,20 +1,26 @@
 # Helpers of the rules: parameters derived from the validated config.
 
-import json
+import math
 import os
+
+import yaml
 
 from uncertainty_lr.config import resolve_run
 
 
 def run_parameters(wildcards):
-    """Papermill parameters (JSON, which is YAML) of one run: settings and out_dir.
+    """Papermill parameters (YAML, one line) of one run: settings and out_dir.
+
+    YAML, not JSON: papermill reads ``-y`` with PyYAML (YAML 1.1), which takes a JSON
+    float such as ``5e-05`` for a string; PyYAML's own dump writes ``5.0e-05``.
 
     A function of the wildcards only: Snakemake does not track params derived from a
     rule's input or output, and these must be tracked, so that a changed config
     reruns the runs it changes."""
     settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
     out_dir = f"{RESULTS}/runs/{wildcards.task}/{wildcards.scheduler}/seed{wildcards.seed}"
-    return json.dumps({"settings": settings.to_dict(), "out_dir": out_dir, "progress": False})
+    parameters = {"settings": settings.to_dict(), "out_dir": out_dir, "progress": False}
+    return yaml.safe_dump(parameters, default_flow_style=True, width=math.inf, sort_keys=False).strip()
 
 
 def folder_of(name):

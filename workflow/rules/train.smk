@@ -22,5 +22,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
-        "-y {params.parameters:q} > {log} 2>&1"
+        # parameters are checked before papermill starts a kernel (papermill checks no types)
+        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log} 2>&1 "
+        "&& papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
+        "-y {params.parameters:q} >> {log} 2>&1"

@@ -53,6 +53,9 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_precision_macro": test.get("precision_macro", nan),
         "test_recall_macro": test.get("recall_macro", nan),
         "test_f1_macro": test.get("f1_macro", nan),
+        "test_precision": test.get("precision", nan),
+        "test_recall": test.get("recall", nan),
+        "test_f1": test.get("f1", nan),
         "test_loss": test.get("loss", nan),
         "final_val_accuracy": metrics["final_val"]["accuracy"],
         "best_val_accuracy": metrics["best_val_accuracy"],
@@ -67,6 +70,8 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "epochs_completed": metrics["epochs_completed"],
         "steps_per_epoch": metrics["steps_per_epoch"],
         "train_examples": metrics["train_examples"],
+        "val_examples": metrics.get("val_examples", math.nan),
+        "test_examples": metrics.get("test_examples", math.nan),
         "final_lr": metrics["final_lr"][0],
         # decisions of an uncertainty schedule (NaN for fixed schedules)
         "lr_decreases": (metrics.get("lr_decisions") or {}).get("decreases", nan),
@@ -88,6 +93,17 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "train_subset": s["train_subset"],
         "scaling": s["scaling"],
         "reference_epochs": s["reference_epochs"],
+        # text tasks (absent from runs of older versions: defaults)
+        "test_subset": s.get("test_subset", 0),
+        "val_subset": s.get("val_subset", 0),
+        "max_length": s.get("max_length", 0),
+        "truncation": s.get("truncation", "head"),
+        "pretrained": s.get("pretrained", ""),
+        "warmup_steps": s.get("warmup_steps", 0),
+        "warmup_ratio": s.get("warmup_ratio", 0.0),
+        "max_grad_norm": s.get("max_grad_norm", 0.0),
+        "precision": s.get("precision", "fp32"),
+        "model_params": json.dumps(s.get("model_params", {}), sort_keys=True),
         "scheduler_params": json.dumps(s["scheduler_params"], sort_keys=True),
         "torch_version": metrics["versions"]["torch"],
         "git_commit": metrics["git_commit"],
@@ -98,7 +114,8 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
     """Read the runs' ``metrics.json`` (and the ``history.csv`` beside each).
 
     Returns:
-        ``(runs, history)`` data frames, sorted by task, scheduler, seed.
+        ``(runs, history)`` data frames, sorted by task (in the order the files
+        were given: the config's), scheduler, seed.
 
     Raises:
         ResultsError: a file is missing, truncated or malformed (named), or no
@@ -131,10 +148,15 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
     keys = ["task", "scheduler", "seed"]
     runs = pd.DataFrame(rows)
     _check_consistent(runs, keys)
-    runs = runs.sort_values(keys, kind="stable").reset_index(drop=True)
+    task_order = {t: i for i, t in enumerate(runs["task"].unique())}
+
+    def by_task_first(column: pd.Series) -> pd.Series:
+        return column.map(task_order) if column.name == "task" else column
+
+    runs = runs.sort_values(keys, kind="stable", key=by_task_first).reset_index(drop=True)
     history = (
         pd.concat(histories, ignore_index=True)
-        .sort_values([*keys, "step", "kind"], kind="stable")
+        .sort_values([*keys, "step", "kind"], kind="stable", key=by_task_first)
         .reset_index(drop=True)
     )
     return runs, history
@@ -152,6 +174,16 @@ SETTINGS_THAT_MUST_MATCH = (
     "train_subset",
     "scaling",
     "reference_epochs",
+    "test_subset",
+    "val_subset",
+    "max_length",
+    "truncation",
+    "pretrained",
+    "warmup_steps",
+    "warmup_ratio",
+    "max_grad_norm",
+    "precision",
+    "model_params",
     "target_metric",
     "target_value",
 )

@@ -72,6 +72,15 @@ def _pct(mean: float, std: float, n: int) -> str:
     return f"${100 * mean:.2f} \\pm {100 * std:.2f}$"
 
 
+def _headline(g: pd.DataFrame, metric: str) -> str:
+    """Column of the reported precision / recall / F1: the positive class's for a
+    binary task (IMDB), else the macro average (MNIST)."""
+    binary = f"test_{metric}"
+    if binary in g and g[binary].notna().any():
+        return binary
+    return f"test_{metric}_macro"
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task and scheduler: means, standard deviations (ddof=1; 0 for one seed),
     medians of time-to-target (inf when the median run misses), counts."""
@@ -89,6 +98,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 "acc_std": std("test_accuracy"),
                 "f1_mean": float(g["test_f1_macro"].mean()),
                 "f1_std": std("test_f1_macro"),
+                **{
+                    f"{m}_{stat}": value
+                    for m in ("precision", "recall", "f1")
+                    for stat, value in (
+                        ("headline_mean", float(g[_headline(g, m)].mean())),
+                        ("headline_std", std(_headline(g, m))),
+                    )
+                },
                 "epochs_to_target_median": float(np.median(g["epochs_to_target"].to_numpy(float))),
                 "seconds_to_target_median": float(
                     np.median(g["seconds_to_target"].to_numpy(float))
@@ -101,17 +118,23 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows)
+    # tasks in the order of the runs (the config's), schedulers in the registry's
+    out["task_order"] = out["task"].map({t: i for i, t in enumerate(runs["task"].unique())})
     out["order"] = out["scheduler"].map({s: i for i, s in enumerate(_order(out["scheduler"]))})
-    return out.sort_values(["task", "order"]).drop(columns="order").reset_index(drop=True)
+    return (
+        out.sort_values(["task_order", "order"])
+        .drop(columns=["task_order", "order"])
+        .reset_index(drop=True)
+    )
 
 
 def results_table(runs: pd.DataFrame) -> str:
     """The main results table (booktabs), one block of rows per task."""
     lines = [
-        r"\begin{tabular}{llcccccc}",
+        r"\begin{tabular}{llcccccccc}",
         r"\toprule",
-        r"task & schedule & test accuracy (\%) & test macro F1 (\%) & epochs to target "
-        r"& seconds to target & reached & device-hours \\",
+        r"task & schedule & accuracy (\%) & precision (\%) & recall (\%) & F1 (\%) "
+        r"& epochs to target & seconds to target & reached & device-hours \\",
         r"\midrule",
     ]
     summary = summarise(runs)
@@ -133,12 +156,33 @@ def results_table(runs: pd.DataFrame) -> str:
             )
             lines.append(
                 f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}} & "
-                f"{_pct(r.acc_mean, r.acc_std, r.n_seeds)} & {_pct(r.f1_mean, r.f1_std, r.n_seeds)} & "
+                f"{_pct(r.acc_mean, r.acc_std, r.n_seeds)} & "
+                f"{_pct(r.precision_headline_mean, r.precision_headline_std, r.n_seeds)} & "
+                f"{_pct(r.recall_headline_mean, r.recall_headline_std, r.n_seeds)} & "
+                f"{_pct(r.f1_headline_mean, r.f1_headline_std, r.n_seeds)} & "
                 f"{ep} & {sec} & "
                 f"{r.n_reached}/{r.n_seeds} & {r.device_hours_sum:.3f}\\,{tex_escape(unit)} \\\\"
             )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
+
+
+def _count(value: float) -> str:
+    return "--" if pd.isna(value) else f"{int(value):,}"
+
+
+def _warmup(r: pd.Series) -> str:
+    if r["warmup_steps"]:
+        return f"linear, {int(r['warmup_steps'])} optimizer steps"
+    return f"linear, {r['warmup_ratio']:g} of the run's optimizer steps"
+
+
+def decision_interval_text(r: pd.Series) -> str:
+    """When an uncertainty schedule decides in a run: per epoch (plain backend) or
+    per evaluation interval (Trainer backend)."""
+    if r["model"] == "transformer" and r["eval_every_steps"]:
+        return f"every {int(r['eval_every_steps'])} optimizer steps"
+    return "at the end of every epoch"
 
 
 def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
@@ -149,12 +193,29 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
     for task, g in runs.groupby("task", sort=False):
         r = g.iloc[0]
         seeds = sorted(g["seed"].unique())
+        model = r["model"]
+        if model == "transformer":
+            model = f"transformer, pretrained {r['pretrained']}"
+        elif r["model_params"] not in ("{}", ""):
+            params = json.loads(r["model_params"])
+            model += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in params.items()) + ")"
         items = [
-            ("task", f"{task} ({r['dataset']}, {r['model']})"),
+            ("task", f"{task} ({r['dataset']}, {model})"),
             ("training examples", f"{int(r['train_examples']):,}"),
             (
+                "validation / test examples",
+                f"{_count(r['val_examples'])} / {_count(r['test_examples'])}",
+            ),
+        ]
+        if r["max_length"]:
+            items.append(
+                ("input", f"{int(r['max_length'])} tokens, truncation {r['truncation']}")
+            )
+        items += [
+            (
                 "optimizer",
-                f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}",
+                f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}"
+                + (f", gradient clipping at norm {r['max_grad_norm']:g}" if r["max_grad_norm"] else ""),
             ),
             ("batch size", f"{int(r['batch_size'])}"),
             ("epochs", f"{int(r['epochs'])} ({int(r['steps_per_epoch'])} optimizer steps each)"),
@@ -165,6 +226,12 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
                 else f"every {int(r['eval_every_steps'])} steps",
             ),
             ("target", f"{r['target_metric'].replace('_', ' ')} {r['target_value']:g}"),
+            *(
+                [("warmup", _warmup(r))]
+                if r["warmup_steps"] or r["warmup_ratio"]
+                else []
+            ),
+            *([("precision", "bfloat16 autocast")] if r["precision"] == "bf16" else []),
             (
                 "schedule times",
                 f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)",
@@ -267,10 +334,11 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
                     f"\\texttt{{{tex_escape(b)}}}"
                 )
                 r = block.loc[a]
+                first = runs[(runs["task"] == task) & (runs["scheduler"] == a)].iloc[0]
                 decisions = (
-                    f" Of the {r.epochs:.0f} end-of-epoch decisions of a run, it decided to lower "
-                    f"the learning rate {r.decreases_mean:.1f} times and to raise it "
-                    f"{r.increases_mean:.1f} times (mean over seeds; at a bound the rate stays)."
+                    f" Deciding {decision_interval_text(first)}, it lowered the learning rate "
+                    f"{r.decreases_mean:.1f} times and raised it {r.increases_mean:.1f} times "
+                    "per run (mean over seeds; at a bound the rate stays)."
                 )
                 text.append(
                     f"\\texttt{{{tex_escape(a)}}} scored ${acc_a:.2f}\\%$, {relation} the best "

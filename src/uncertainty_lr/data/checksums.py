@@ -56,3 +56,21 @@ def verify_file(path: Path, expected_sha256: str, how_to_get: str) -> None:
             f"data file {path} is corrupt: sha256 {actual}, expected {expected_sha256}. "
             f"{how_to_get}"
         )
+
+
+def verify_folder(folder: Path, names: list[str] | tuple[str, ...], how_to_get: str) -> Path:
+    """Check that every file ``names`` in ``folder`` matches the folder's ``SHA256SUMS``.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        DataFileError: naming the missing or corrupt file (or checksum file), the
+            expected checksum and ``how_to_get``.
+    """
+    sums = read_sha256sums(folder / "SHA256SUMS")
+    for name in names:
+        if name not in sums:
+            raise DataFileError(f"{folder / 'SHA256SUMS'} lists no checksum of {name}. {how_to_get}")
+        verify_file(folder / name, sums[name], how_to_get)
+    return folder

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uncertainty_lr.data.checksums import DataFileError, read_sha256sums, verify_file
+from uncertainty_lr.data.checksums import DataFileError, verify_folder
 from uncertainty_lr.paths import raw_data_dir
 
 FILES = {
@@ -98,10 +98,7 @@ def verify_mnist_files(root: str | Path | None = None) -> Path:
             how to restore it.
     """
     folder = Path(root) if root is not None else raw_data_dir() / "mnist"
-    sums = read_sha256sums(folder / "SHA256SUMS")
-    for name in FILES.values():
-        verify_file(folder / name, sums[name], HOW_TO_GET)
-    return folder
+    return verify_folder(folder, tuple(FILES.values()), HOW_TO_GET)
 
 
 def load_mnist(

@@ -40,7 +40,8 @@ micro-batches for the variance). ``UncertaintyLR.step()`` is called by the Train
 after every optimizer step; give the scheduler ``decision_interval`` to decide less
 often. LR and signal means since the last log are added to the Trainer's log history
 (keys ``lr``, ``signal/grad_norm``, ``signal/predictive_variance``) and kept in
-:attr:`UncertaintyCallback.history`.
+:attr:`UncertaintyCallback.history`; the values of the latest optimizer step are in
+:attr:`UncertaintyCallback.last_values`.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class UncertaintyCallback(TrainerCallback):
         self.clip_grad_norm = clip_grad_norm
         self.variance_fn = variance_fn
         self.history: list[dict[str, float]] = []
+        self.last_values: dict[str, float] = {}
         self._handle = None
         self._variances: list[torch.Tensor] = []
         self._window = {name: [0.0, 0] for name in SIGNALS}
@@ -185,6 +187,7 @@ class UncertaintyCallback(TrainerCallback):
 
     def _record(self, values: dict[str, float]) -> None:
         """Add values to the logging window and feed the scheduler the chosen ones."""
+        self.last_values.update(values)
         for name, v in values.items():
             if math.isfinite(v):
                 self._window[name][0] += v

@@ -1,0 +1,422 @@
+"""The Hugging Face ``Trainer`` backend: BERT-family models on IMDB.
+
+Read it top to bottom: :func:`train_transformer` resolves the pretrained checkpoint
+(offline first, :mod:`uncertainty_lr.pretrained`), tokenizes the reviews with the
+checkpoint's own tokenizer (head or head+tail truncation, :func:`encode_reviews`),
+builds ``AdamW`` and the run's schedule for the run's length in optimizer steps
+(with a linear warmup, then the registry's schedule: DESIGN.md "Time units"), and
+trains with ``Trainer(optimizers=(optimizer, scheduler))``, so that no other schedule
+runs beside it. :class:`~uncertainty_lr.integrations.hf.UncertaintyCallback` measures
+the gradient norm (before clipping) and the predictive variance of every optimizer
+step and feeds an uncertainty schedule, which decides once per evaluation interval.
+The run writes the same ``metrics.json`` and ``history.csv`` as the plain-PyTorch
+backend (:func:`uncertainty_lr.training.summarise_run`).
+
+Needs the ``hf`` extra (``transformers``, ``accelerate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from uncertainty_lr.config import ConfigError, RunSettings
+from uncertainty_lr.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
+from uncertainty_lr.io import atomic_write_csv, atomic_write_json
+from uncertainty_lr.metrics import classification_metrics
+from uncertainty_lr.pretrained import resolve_pretrained
+from uncertainty_lr.schedulers import build_scheduler, uncertainty_part
+from uncertainty_lr.training import (
+    build_optimizer,
+    resolve_device,
+    seed_everything,
+    summarise_run,
+)
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 64
+HISTORY_FILE = "run_history.json"
+"""Written into each Trainer checkpoint folder: the history rows so far, so that a
+resumed run's ``history.csv`` and time-to-target cover the whole run."""
+
+
+def encode_reviews(
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    max_length: int,
+    truncation: str = "head",
+) -> list[dict[str, Any]]:
+    """Model inputs of a sequence classifier: ``[CLS] review [SEP]``, at most
+    ``max_length`` tokens, unpadded (the collator pads each batch).
+
+    The review's tokens are cut with :func:`uncertainty_lr.data.imdb.truncate_ids`
+    (``"head"``: the first tokens; ``"head_tail"``: the first quarter and the last
+    three quarters, Sun et al. 2019) before the special tokens are added.
+
+    Args:
+        tokenizer: a fast ``transformers`` tokenizer.
+        texts: ``N`` reviews.
+        labels: ``N`` class indices.
+        max_length: tokens per input, special tokens included.
+        truncation: ``"head"`` or ``"head_tail"``.
+
+    Returns:
+        ``N`` dicts with ``input_ids``, ``attention_mask`` (lists of ints) and
+        ``labels`` (int).
+
+    Raises:
+        ValueError: ``max_length`` leaves no room for the review's tokens.
+    """
+    prefix, suffix = special_tokens_around(tokenizer)
+    room = max_length - len(prefix) - len(suffix)
+    if room < 1:
+        raise ValueError(f"max_length {max_length} leaves no room besides the special tokens")
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)
+    out = []
+    for seq, label in zip(ids["input_ids"], labels):
+        full = prefix + truncate_ids(seq, room, truncation) + suffix
+        out.append({"input_ids": full, "attention_mask": [1] * len(full), "labels": int(label)})
+    return out
+
+
+def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special-token ids a tokenizer puts before and after one sequence (BERT:
+    ``[CLS]`` and ``[SEP]``), read off its own encoding of a one-word text.
+
+    Raises:
+        ValueError: the tokenizer does not keep the word's ids in one piece.
+    """
+    plain = tokenizer("movie", add_special_tokens=False)["input_ids"]
+    full = tokenizer("movie")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row with NaN as None (JSON has no NaN)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def _make_recorder(signals: Any, steps_per_epoch: int, rows: list[dict], seconds_before: float):
+    """A ``TrainerCallback`` that writes the run's history rows (see module docs)."""
+    from transformers import TrainerCallback  # noqa: PLC0415
+
+    class RunRecorder(TrainerCallback):
+        """History rows of a Trainer run, in the plain backend's format; stops the
+        run on a non-finite loss or gradient norm (status ``diverged``)."""
+
+        def __init__(self) -> None:
+            self.t0 = time.perf_counter()
+            self.window: list[dict[str, float]] = []
+            self.diverged_epoch: float | None = None
+            self.lr_used: dict[str, float] = {}
+
+        def seconds(self) -> float:
+            return seconds_before + time.perf_counter() - self.t0
+
+        def _lr(self, optimizer: Any) -> dict[str, float]:
+            return {"lr": float(optimizer.param_groups[0]["lr"])} if optimizer else {}
+
+        def _diverge(self, state: Any, control: Any) -> None:
+            if self.diverged_epoch is None:
+                self.diverged_epoch = state.global_step / steps_per_epoch
+                log.warning(
+                    "non-finite loss or gradient at step %d: run stopped as diverged",
+                    state.global_step,
+                )
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            self.lr_used = self._lr(optimizer)  # the Trainer steps the schedule after
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if not math.isfinite(signals.last_values.get("grad_norm", 0.0)):
+                self._diverge(state, control)
+
+        def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            entry = state.log_history[-1] if state.log_history else {}
+            row = {
+                "train_loss": float(logs["loss"]),
+                "grad_norm": float(entry.get("signal/grad_norm", math.nan)),
+                "predictive_variance": float(entry.get("signal/predictive_variance", math.nan)),
+            }
+            if not math.isfinite(row["train_loss"]):
+                self._diverge(state, control)
+            self.window.append(row)
+            rows.append(
+                {
+                    "kind": "step",
+                    "step": state.global_step,
+                    "epoch": state.global_step / steps_per_epoch,
+                    "seconds": self.seconds(),
+                    **self.lr_used,  # the rate this step trained at
+                    **row,
+                }
+            )
+
+        def on_evaluate(self, args, state, control, metrics=None, optimizer=None, **kwargs):
+            means = (
+                pd.DataFrame(self.window).mean().to_dict()
+                if self.window
+                else dict.fromkeys(("train_loss", "grad_norm", "predictive_variance"), math.nan)
+            )
+            self.window = []
+            rows.append(
+                {
+                    "kind": "eval",
+                    "step": state.global_step,
+                    "epoch": state.global_step / steps_per_epoch,
+                    "seconds": self.seconds(),
+                    **self._lr(optimizer),
+                    **means,
+                    "val_loss": float(metrics["eval_loss"]),
+                    "val_accuracy": float(metrics["eval_accuracy"]),
+                }
+            )
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_json(
+                    folder / HISTORY_FILE,
+                    {"rows": [_json_row(r) for r in rows], "seconds": self.seconds()},
+                )
+
+    return RunRecorder()
+
+
+def _last_checkpoint(folder: Path, settings: RunSettings) -> tuple[str | None, dict | None]:
+    """The newest Trainer checkpoint under ``folder`` with our history file, if it
+    belongs to these settings (else the folder is cleared)."""
+    from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
+
+    if not folder.is_dir():
+        return None, None
+    last = get_last_checkpoint(str(folder))
+    saved = Path(folder / "settings.json")
+    same = saved.is_file() and json.loads(saved.read_text()) == settings.to_dict()
+    if last is None or not same or not (Path(last) / HISTORY_FILE).is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, None
+    return last, json.loads((Path(last) / HISTORY_FILE).read_text())
+
+
+def train_transformer(
+    settings: RunSettings | dict[str, Any],
+    out_dir: str | Path,
+    progress: bool = False,
+    keep_checkpoint: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune a pretrained sequence classifier on IMDB through ``Trainer``.
+
+    Evaluation on the validation split (or its first ``val_subset`` reviews) at step
+    0 and every ``eval_every_steps`` optimizer steps (0: once per epoch), with a
+    Trainer checkpoint after each evaluation in ``out_dir/checkpoint/`` (outside the
+    pipeline's declared outputs); a run started again with the same settings resumes
+    from the newest one. The test split (or its stratified ``test_subset``) is
+    evaluated once, with the final weights.
+
+    Args:
+        settings: the run's settings (``model="transformer"``, ``pretrained`` a hub id
+            or folder, ``optimizer="adamw"`` as in the study plan).
+        out_dir: folder for ``metrics.json`` and ``history.csv``.
+        progress: show the Trainer's progress bar.
+        keep_checkpoint: keep ``out_dir/checkpoint/`` after the run (default: delete).
+
+    Returns:
+        The metrics dict written to ``metrics.json``.
+
+    Raises:
+        ConfigError: invalid settings (before any data is read).
+        PretrainedError: offline and no local copy of the checkpoint.
+        DataFileError: missing or corrupt data files.
+    """
+    if isinstance(settings, dict):
+        settings = RunSettings.from_dict(settings)
+    s = settings
+    if s.dataset != "imdb":
+        raise ConfigError(f"the transformer backend reads dataset 'imdb', got {s.dataset!r}")
+    if s.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    device = resolve_device(s.device)
+    path = resolve_pretrained(s.pretrained, offline=s.offline)
+    t_start = time.perf_counter()
+    torch.set_num_threads(s.num_threads)
+
+    import transformers  # noqa: PLC0415
+    from transformers import (  # noqa: PLC0415
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from uncertainty_lr.integrations.hf import UncertaintyCallback  # noqa: PLC0415
+
+    transformers.logging.set_verbosity_warning()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    max_length = s.max_length or min(int(tokenizer.model_max_length), 512)
+    reviews = load_imdb_reviews(
+        source=s.data_source, train_subset=s.train_subset, test_subset=s.test_subset
+    )
+    n_val = s.val_subset or len(reviews.val_label)
+
+    def encode(texts: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
+        return encode_reviews(tokenizer, texts, labels, max_length, s.truncation)
+
+    train_set = encode(reviews.train_text, reviews.train_label)
+    val_set = encode(reviews.val_text[:n_val], reviews.val_label[:n_val])
+    test_set = encode(reviews.test_text, reviews.test_label)
+
+    # Same seed, same classification-head initialisation and data order in every arm.
+    seed_everything(s.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=NUM_CLASSES)
+    n_train = len(train_set)
+    steps_per_epoch = math.ceil(n_train / s.batch_size)
+    total_steps = s.epochs * steps_per_epoch
+    warmup = s.warmup_steps or math.ceil(s.warmup_ratio * total_steps)
+    eval_steps = s.eval_every_steps or steps_per_epoch
+    optimizer = build_optimizer(s, model)
+    try:
+        scheduler, spec = build_scheduler(
+            s.scheduler,
+            optimizer,
+            epochs=s.epochs,
+            steps_per_epoch=steps_per_epoch,
+            interval="step",
+            scaling=s.scaling,
+            reference_epochs=s.reference_epochs,
+            warmup_steps=warmup,
+            decision_interval=eval_steps,
+            **s.scheduler_params,
+        )
+    except ValueError as err:
+        raise ConfigError(f"scheduler {s.scheduler!r}: {err}") from err
+    adaptive = uncertainty_part(scheduler)
+    signals = UncertaintyCallback(
+        adaptive,
+        signal=spec.signal or "grad_norm",
+        clip_grad_norm=s.max_grad_norm or None,
+    )
+
+    ckpt_dir = Path(out_dir) / "checkpoint"
+    resume_from, saved = _last_checkpoint(ckpt_dir, s)
+    rows: list[dict[str, Any]] = (
+        [{k: (math.nan if v is None else v) for k, v in r.items()} for r in saved["rows"]]
+        if saved
+        else []
+    )
+    seconds_before = float(saved["seconds"]) if saved else 0.0
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
+    recorder = _make_recorder(signals, steps_per_epoch, rows, seconds_before)
+
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=EVAL_BATCH_SIZE,
+        num_train_epochs=s.epochs,
+        learning_rate=s.lr,  # informational: the optimizer passed in is what trains
+        weight_decay=s.weight_decay,
+        max_grad_norm=0.0,  # clipping happens in the callback, after measuring the norm
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=1,
+        logging_strategy="steps" if s.sample_every_steps else "no",
+        logging_steps=s.sample_every_steps or 1,
+        logging_nan_inf_filter=False,
+        seed=s.seed,
+        data_seed=s.seed,
+        use_cpu=device.type == "cpu",
+        bf16=s.precision == "bf16",
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=not progress,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=lambda p: {
+            "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
+        },
+        optimizers=(optimizer, scheduler),
+        callbacks=[signals, recorder],
+    )
+    if resume_from is None:
+        trainer.evaluate()  # the step-0 row of the learning curve
+    else:
+        log.info("resuming from %s", resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    status = "diverged" if recorder.diverged_epoch is not None else "completed"
+    step = trainer.state.global_step
+    if status == "completed" and (not rows or rows[-1]["kind"] != "eval" or rows[-1]["step"] != step):
+        trainer.evaluate()  # the final weights' validation row
+    train_seconds = recorder.seconds()
+
+    test = None
+    if status == "completed":
+        prediction = trainer.predict(test_set)
+        logits = torch.from_numpy(np.asarray(prediction.predictions, dtype=np.float32))
+        labels = torch.from_numpy(np.asarray(prediction.label_ids, dtype=np.int64))
+        test = {
+            "loss": float(F.cross_entropy(logits, labels)),
+            **classification_metrics(logits, labels, NUM_CLASSES),
+        }
+    history = pd.DataFrame(rows)
+    metrics = summarise_run(
+        s,
+        history=history,
+        status=status,
+        diverged_epoch=recorder.diverged_epoch,
+        resumed_from_epoch=(
+            float(saved["rows"][-1]["epoch"]) if saved and saved["rows"] else None
+        ),
+        test=test,
+        steps=step,
+        steps_per_epoch=steps_per_epoch,
+        train_examples=n_train,
+        val_examples=len(val_set),
+        test_examples=len(test_set),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        wall_seconds=time.perf_counter() - t_start,
+        train_seconds=train_seconds,
+        device=device,
+    )
+    metrics["warmup_steps"] = warmup
+    metrics["max_length"] = max_length
+    metrics["pretrained_path"] = path
+    metrics["versions"]["transformers"] = transformers.__version__
+    out_dir = Path(out_dir)
+    atomic_write_csv(out_dir / "history.csv", history)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    if not keep_checkpoint:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return metrics
