@@ -268,3 +268,36 @@ def test_offline_run_without_a_local_checkpoint_says_how_to_get_one():
     with pytest.raises(PretrainedError, match="make prepare.*data/models/bert-base-uncased"):
         resolve_pretrained("bert-base-uncased", offline=True)
     assert resolve_pretrained("bert-base-uncased", offline=False) == "bert-base-uncased"
+
+
+def test_interrupted_trainer_run_resumes_from_its_last_checkpoint(tiny_checkpoint, tmp_path, monkeypatch):
+    """A crash after the step-4 checkpoint (fault injected into the training step);
+    the same call again resumes there and ends as an uninterrupted run does."""
+    from transformers import Trainer
+
+    from uncertainty_lr.hf_backend import train_transformer
+
+    settings = transformer_settings(tiny_checkpoint, scheduler="uncertainty-variance", warmup_steps=0)
+    whole = train_transformer(settings, tmp_path / "whole")
+
+    original = Trainer.training_step
+
+    def crash_at_step_5(self, *args, **kwargs):
+        if self.state.global_step == 4:
+            raise RuntimeError("injected fault")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", crash_at_step_5)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        train_transformer(settings, tmp_path / "cut")
+    assert (tmp_path / "cut" / "checkpoint" / "checkpoint-4" / "run_history.json").is_file()
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    monkeypatch.setattr(Trainer, "training_step", original)
+    resumed = train_transformer(settings, tmp_path / "cut")
+    assert resumed["resumed_from_epoch"] == pytest.approx(4 / 6)
+    assert resumed["steps"] == whole["steps"] == 6
+    a = pd.read_csv(tmp_path / "whole" / "history.csv").drop(columns="seconds")
+    b = pd.read_csv(tmp_path / "cut" / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5)
+    assert resumed["test"] == pytest.approx(whole["test"], rel=1e-5)
+    assert resumed["lr_decisions"] == whole["lr_decisions"]

@@ -226,3 +226,31 @@ def test_killed_driver_resumes_with_the_readme_recipe(repo_copy, run_snakemake):
     assert (repo_copy / "paper" / "main.pdf").exists()
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was rerun"
+
+
+def test_a_diverging_run_is_counted_and_the_pipeline_completes(repo_copy, run_snakemake):
+    """Fault injection: a learning rate of 1e12 makes the loss non-finite within a few
+    steps. The run is recorded as diverged, the rest of the pipeline runs, and the
+    paper counts it (not reached, diverged) instead of dropping it."""
+    import yaml
+
+    config = yaml.safe_load((repo_copy / "config" / "smoke.yaml").read_text())
+    mnist = {**config["tasks"]["mnist"], "epochs": 1, "train_subset": 640, "eval_every_steps": 10}
+    config.update(
+        results_dir="results/diverge",
+        schedulers=["constant", "uncertainty-gradnorm"],
+        tasks={"mnist": mnist, "mnist-diverge": {**mnist, "lr": 1e12}},
+    )
+    (repo_copy / "diverge.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(repo_copy, "--cores", "2", "--configfile", "diverge.yaml")
+    runs = pd.read_csv(repo_copy / "results" / "diverge" / "aggregate" / "runs.csv")
+    bad = runs[runs["task"] == "mnist-diverge"]
+    assert len(bad) == 2 and (bad["status"] == "diverged").all()
+    assert not bad["target_reached"].any() and bad["test_accuracy"].isna().all()
+    assert (runs.loc[runs["task"] == "mnist", "status"] == "completed").all()
+    table = (repo_copy / "paper" / "generated" / "results_table.tex").read_text()
+    assert table.count("0/1 (1 diverged)") == 2
+    findings = (repo_copy / "paper" / "generated" / "findings.tex").read_text()
+    assert "On mnist-diverge, no run completed." in findings
+    assert "2 run(s) on mnist-diverge diverged" in findings
+    assert (repo_copy / "paper" / "main.pdf").stat().st_size > 50_000

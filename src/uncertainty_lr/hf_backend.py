@@ -48,6 +48,19 @@ from uncertainty_lr.training import (
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 64
+HISTORY_COLUMNS = (
+    "kind",
+    "step",
+    "epoch",
+    "seconds",
+    "lr",
+    "train_loss",
+    "grad_norm",
+    "predictive_variance",
+    "val_loss",
+    "val_accuracy",
+)
+"""Column order of ``history.csv``, as the plain backend writes it."""
 HISTORY_FILE = "run_history.json"
 """Written into each Trainer checkpoint folder: the history rows so far, so that a
 resumed run's ``history.csv`` and time-to-target cover the whole run."""
@@ -390,6 +403,8 @@ def train_transformer(
             **classification_metrics(logits, labels, NUM_CLASSES),
         }
     history = pd.DataFrame(rows)
+    first = [c for c in HISTORY_COLUMNS if c in history.columns]
+    history = history[first + [c for c in history.columns if c not in first]]
     metrics = summarise_run(
         s,
         history=history,

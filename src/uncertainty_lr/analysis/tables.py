@@ -18,6 +18,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,10 +162,18 @@ def results_table(runs: pd.DataFrame) -> str:
                 f"{_pct(r.recall_headline_mean, r.recall_headline_std, r.n_seeds)} & "
                 f"{_pct(r.f1_headline_mean, r.f1_headline_std, r.n_seeds)} & "
                 f"{ep} & {sec} & "
-                f"{r.n_reached}/{r.n_seeds} & {r.device_hours_sum:.3f}\\,{tex_escape(unit)} \\\\"
+                f"{r.n_reached}/{r.n_seeds}{_diverged(r)} & "
+                f"{r.device_hours_sum:.3f}\\,{tex_escape(unit)} \\\\"
             )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
+
+
+def _diverged(r: Any) -> str:
+    """``" (1 diverged)"`` when runs of a row diverged: their test metrics are missing,
+    the means are over the completed runs, and they count as not reaching the target."""
+    n = r.n_seeds - r.n_completed
+    return f" ({n} diverged)" if n else ""
 
 
 def _count(value: float) -> str:
@@ -297,16 +306,20 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
                 f"\\newcommand{{{macro_name(task, sched, 'acc')}}}{{{100 * r.acc_mean:.2f}}}",
                 f"\\newcommand{{{macro_name(task, sched, 'f one')}}}{{{100 * r.f1_mean:.2f}}}",
             ]
-        best = block["acc_mean"].idxmax()
-        text = [
-            f"On {tex_escape(task)}, the highest mean test accuracy over "
-            f"{int(block['n_seeds'].max())} seed(s) was reached by \\texttt{{{tex_escape(best)}}} "
-            f"(${100 * block.loc[best, 'acc_mean']:.2f}\\%$)."
-        ]
-        base = [b for b in BASELINES if b in block.index]
-        adapt = [a for a in ADAPTIVE if a in block.index]
+        scored = block[block["acc_mean"].notna()]  # schedules with a completed run
+        if len(scored):
+            best = scored["acc_mean"].idxmax()
+            text = [
+                f"On {tex_escape(task)}, the highest mean test accuracy over "
+                f"{int(block['n_seeds'].max())} seed(s) was reached by "
+                f"\\texttt{{{tex_escape(best)}}} (${100 * block.loc[best, 'acc_mean']:.2f}\\%$)."
+            ]
+        else:
+            text = [f"On {tex_escape(task)}, no run completed."]
+        base = [b for b in BASELINES if b in scored.index]
+        adapt = [a for a in ADAPTIVE if a in scored.index]
         if base and adapt:
-            b = block.loc[base, "acc_mean"].idxmax()
+            b = scored.loc[base, "acc_mean"].idxmax()
             for a in adapt:
                 diff = 100 * (block.loc[a, "acc_mean"] - block.loc[b, "acc_mean"])
                 pooled = 100 * math.hypot(block.loc[a, "acc_std"], block.loc[b, "acc_std"])
@@ -350,6 +363,17 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
                 f"The two uncertainty schedules took the same decisions in every run on "
                 f"{tex_escape(task)}, so they trained identically: with these thresholds the "
                 "choice of signal made no difference."
+            )
+        diverged = runs[(runs["task"] == task) & (runs["status"] != "completed")]
+        if len(diverged):
+            names = ", ".join(
+                f"\\texttt{{{tex_escape(r.scheduler)}}} (seed {r.seed})"
+                for r in diverged.itertuples()
+            )
+            text.append(
+                f"{len(diverged)} run(s) on {tex_escape(task)} diverged (a non-finite loss or "
+                f"gradient stopped them): {names}. They count as not reaching the target; "
+                "their test metrics are missing, and the means above are over the completed runs."
             )
         paragraphs.append(" ".join(text))
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
