@@ -301,3 +301,22 @@ def test_interrupted_trainer_run_resumes_from_its_last_checkpoint(tiny_checkpoin
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5)
     assert resumed["test"] == pytest.approx(whole["test"], rel=1e-5)
     assert resumed["lr_decisions"] == whole["lr_decisions"]
+
+
+def test_two_process_data_parallel_run_launched_from_the_library(tiny_checkpoint, tmp_path):
+    """DDP on the CPU (2 gloo processes), launched the way the notebook does
+    (:func:`uncertainty_lr.experiment.run`): one set of outputs, the global batch kept."""
+    from uncertainty_lr.experiment import run
+
+    settings = transformer_settings(
+        tiny_checkpoint, scheduler="uncertainty-gradnorm", warmup_steps=0, num_processes=2,
+        scheduler_params={"threshold": 1e-6},
+    )
+    metrics = run(settings, tmp_path)
+    assert metrics["status"] == "completed" and metrics["num_processes"] == 2
+    assert metrics["steps"] == 6  # 96 reviews, global batch 16 = 2 x 8
+    assert metrics["lr_decisions"]["decreases"] == 3  # the ranks' averaged signal
+    assert set(metrics["test"]) >= {"accuracy", "f1"}
+    evals = pd.read_csv(tmp_path / "history.csv").query("kind == 'eval'")
+    assert evals["step"].tolist() == [0, 2, 4, 6]
+    assert not (tmp_path / "checkpoint").exists()

@@ -57,6 +57,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("device", "auto")
     config.setdefault("threads_per_run", 1)
     config.setdefault("offline", True)
+    config.setdefault("processes_per_run", 1)
     config.setdefault("schedule", {})
     config["schedule"].setdefault("scaling", "absolute")
     config["schedule"].setdefault("reference_epochs", 50)
@@ -113,6 +114,12 @@ def preflight(config: dict[str, Any]) -> None:
                 f"{t['dataset']!r} (it reads: {', '.join(allowed)})"
             )
         if t["model"] in HF_MODELS:
+            if t["batch_size"] % config["processes_per_run"]:
+                problems.append(
+                    f"  - tasks/{task}/batch_size: {t['batch_size']} is not divisible by "
+                    f"processes_per_run {config['processes_per_run']} (the global batch is "
+                    "split evenly across the processes)"
+                )
             if not t.get("pretrained"):
                 problems.append(
                     f"  - tasks/{task}/pretrained: model 'transformer' needs a pretrained "
@@ -231,6 +238,7 @@ class RunSettings:
     max_grad_norm: float = 0.0
     precision: str = "fp32"
     offline: bool = True
+    num_processes: int = 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -350,4 +358,5 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         max_grad_norm=float(t.get("max_grad_norm", 0.0)),
         precision=t.get("precision", "fp32"),
         offline=bool(config["offline"]),
+        num_processes=int(config["processes_per_run"]),
     )

@@ -58,15 +58,25 @@ def run(
     :func:`default_out_dir`; relative paths are taken from the repository root).
 
     The backend follows the model: ``transformer`` trains through Hugging Face
-    ``Trainer`` (:func:`uncertainty_lr.hf_backend.train_transformer`), the others in
-    the plain PyTorch loop (:func:`uncertainty_lr.training.train_classifier`).
+    ``Trainer`` (:func:`uncertainty_lr.hf_backend.train_transformer`), as distributed
+    data parallel in ``num_processes`` worker processes when that is > 1
+    (:func:`uncertainty_lr.distributed.launch`); the others in the plain PyTorch loop
+    (:func:`uncertainty_lr.training.train_classifier`).
     Returns the run's metrics, with the folder written under ``"out_dir"``."""
     from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(settings)
     if not out.is_absolute():
         out = repo_root() / out
-    if settings.model in HF_MODELS:
+    if settings.model in HF_MODELS and settings.num_processes > 1:
+        import json  # noqa: PLC0415
+
+        from uncertainty_lr.distributed import launch  # noqa: PLC0415
+        from uncertainty_lr.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
+
+        launch(train_transformer, settings, out, num_processes=settings.num_processes)
+        metrics = json.loads((out / "metrics.json").read_text())  # written by rank 0
+    elif settings.model in HF_MODELS:
         from uncertainty_lr.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
 
         metrics = train_transformer(settings, out, progress=progress)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from uncertainty_lr.config import ConfigError, RunSettings
 from uncertainty_lr.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
+from uncertainty_lr.distributed import is_main_process
 from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics
 from uncertainty_lr.pretrained import resolve_pretrained
@@ -209,7 +210,7 @@ def _make_recorder(signals: Any, steps_per_epoch: int, rows: list[dict], seconds
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            if folder.is_dir() and is_main_process():
                 atomic_write_json(
                     folder / HISTORY_FILE,
                     {"rows": [_json_row(r) for r in rows], "seconds": self.seconds()},
@@ -346,9 +347,13 @@ def train_transformer(
     atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
     recorder = _make_recorder(signals, steps_per_epoch, rows, seconds_before)
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 in distributed.launch workers
+    if s.batch_size % world:
+        raise ConfigError(f"batch_size {s.batch_size} is not divisible by {world} processes")
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
-        per_device_train_batch_size=s.batch_size,
+        per_device_train_batch_size=s.batch_size // world,  # the global batch stays
+        ddp_backend="gloo" if device.type == "cpu" and world > 1 else None,
         per_device_eval_batch_size=EVAL_BATCH_SIZE,
         num_train_epochs=s.epochs,
         learning_rate=s.lr,  # informational: the optimizer passed in is what trains
@@ -429,9 +434,13 @@ def train_transformer(
     metrics["max_length"] = max_length
     metrics["pretrained_path"] = path
     metrics["versions"]["transformers"] = transformers.__version__
+    metrics["num_processes"] = world
+    if world > 1 and device.type == "cuda":
+        metrics["device_hours"] *= world  # one GPU per process
     out_dir = Path(out_dir)
-    atomic_write_csv(out_dir / "history.csv", history)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    if not keep_checkpoint:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if is_main_process():
+        atomic_write_csv(out_dir / "history.csv", history)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        if not keep_checkpoint:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics

@@ -14,7 +14,7 @@ rule train:
         f"{RESULTS}/logs/train/{{task}}/{{scheduler}}/seed{{seed}}.log",
     threads: config["threads_per_run"]
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
         # minutes, for cluster executors; a retried job (profiles/slurm) gets more time
         runtime=lambda wildcards, attempt: 120 * attempt,
     wildcard_constraints:
