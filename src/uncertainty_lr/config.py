@@ -58,6 +58,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("threads_per_run", 1)
     config.setdefault("offline", True)
     config.setdefault("processes_per_run", 1)
+    config.setdefault("keep_checkpoints", False)
     config.setdefault("schedule", {})
     config["schedule"].setdefault("scaling", "absolute")
     config["schedule"].setdefault("reference_epochs", 50)
@@ -239,6 +240,7 @@ class RunSettings:
     precision: str = "fp32"
     offline: bool = True
     num_processes: int = 1
+    keep_checkpoint: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -282,6 +284,16 @@ class RunSettings:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON/YAML-serialisable)."""
         return asdict(self)
+
+    def same_run(self, other: dict[str, Any]) -> bool:
+        """Whether ``other`` (a :meth:`to_dict` of saved settings, e.g. a checkpoint's)
+        describes the same training run; bookkeeping fields (``keep_checkpoint``) may
+        differ."""
+        ignore = {"keep_checkpoint"}
+        mine = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        return isinstance(other, dict) and mine == {
+            k: v for k, v in other.items() if k not in ignore
+        }
 
 
 def task_schedulers(config: dict[str, Any], task: str) -> list[str]:
@@ -359,4 +371,5 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         precision=t.get("precision", "fp32"),
         offline=bool(config["offline"]),
         num_processes=int(config["processes_per_run"]),
+        keep_checkpoint=bool(config["keep_checkpoints"]),
     )

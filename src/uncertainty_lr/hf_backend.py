@@ -228,7 +228,7 @@ def _last_checkpoint(folder: Path, settings: RunSettings) -> tuple[str | None, d
         return None, None
     last = get_last_checkpoint(str(folder))
     saved = Path(folder / "settings.json")
-    same = saved.is_file() and json.loads(saved.read_text()) == settings.to_dict()
+    same = saved.is_file() and settings.same_run(json.loads(saved.read_text()))
     if last is None or not same or not (Path(last) / HISTORY_FILE).is_file():
         shutil.rmtree(folder, ignore_errors=True)
         return None, None
@@ -239,7 +239,7 @@ def train_transformer(
     settings: RunSettings | dict[str, Any],
     out_dir: str | Path,
     progress: bool = False,
-    keep_checkpoint: bool = False,
+    keep_checkpoint: bool | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a pretrained sequence classifier on IMDB through ``Trainer``.
 
@@ -255,7 +255,8 @@ def train_transformer(
             or folder, ``optimizer="adamw"`` as in the study plan).
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show the Trainer's progress bar.
-        keep_checkpoint: keep ``out_dir/checkpoint/`` after the run (default: delete).
+        keep_checkpoint: keep ``out_dir/checkpoint/`` after the run; default: the
+            settings' ``keep_checkpoint`` (config ``keep_checkpoints``, false: delete it).
 
     Returns:
         The metrics dict written to ``metrics.json``.
@@ -441,6 +442,6 @@ def train_transformer(
     if is_main_process():
         atomic_write_csv(out_dir / "history.csv", history)
         atomic_write_json(out_dir / "metrics.json", metrics)
-        if not keep_checkpoint:
+        if not (s.keep_checkpoint if keep_checkpoint is None else keep_checkpoint):
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics

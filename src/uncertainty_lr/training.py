@@ -182,7 +182,7 @@ def load_checkpoint(path: Path, settings: RunSettings, device: torch.device) -> 
             f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to "
             "start the run from scratch"
         ) from err
-    if state["settings"] != settings.to_dict():
+    if not settings.same_run(state["settings"]):
         log.warning("checkpoint %s is of other settings: ignored, starting from scratch", path)
         return None
     return state
@@ -343,7 +343,7 @@ def train_classifier(
     settings: RunSettings | dict[str, Any],
     out_dir: str | Path,
     progress: bool = False,
-    keep_checkpoint: bool = False,
+    keep_checkpoint: bool | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one classifier run; write ``metrics.json`` and ``history.csv``.
 
@@ -360,8 +360,9 @@ def train_classifier(
             of them, validated here before any work).
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show a tqdm bar per epoch.
-        keep_checkpoint: keep ``out_dir/checkpoint/last.pt`` after the run ends
-            (default: delete it).
+        keep_checkpoint: keep ``out_dir/checkpoint/last.pt`` after the run ends;
+            default: the settings' ``keep_checkpoint`` (config ``keep_checkpoints``,
+            false: delete it).
 
     Checkpoints: at the end of every epoch the whole state (model, optimizer,
     schedule, the random-number states of torch, NumPy, Python and the data order,
@@ -581,7 +582,7 @@ def train_classifier(
     )
     atomic_write_csv(out_dir / "history.csv", history)
     atomic_write_json(out_dir / "metrics.json", metrics)
-    if not keep_checkpoint:
+    if not (s.keep_checkpoint if keep_checkpoint is None else keep_checkpoint):
         ckpt_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             ckpt_path.parent.rmdir()
