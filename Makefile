@@ -29,7 +29,8 @@ run: setup
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES)
 
-# A two-minute trial of the whole pipeline on real data (results/smoke, paper/main.pdf).
+# A few-minute trial of the whole pipeline on real data, every task on small subsets
+# (results/smoke, paper/main.pdf).
 smoke: setup
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
@@ -42,7 +43,7 @@ paper-config: setup
 # On a machine with network (a cluster's login node): fetch every data set and
 # pretrained model the config needs into data/, so that jobs run offline.
 CONFIG ?= config/config.yaml
-prepare: setup
+prepare: $(VENV)/.installed
 	$(BIN)/python -m uncertainty_lr.prepare --configfile $(CONFIG)
 
 test: setup

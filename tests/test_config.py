@@ -214,3 +214,64 @@ def test_notebook_parameters_are_checked_before_papermill():
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "progress: expected true or false, got 1" in proc.stderr
+
+
+def test_preflight_checks_options_against_the_data_and_the_run():
+    from uncertainty_lr.config import preflight
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    mnist, lstm, bert = (config["tasks"][k] for k in ("mnist", "imdb-lstm", "imdb-minilm"))
+    mnist["max_length"] = 64  # IMDB-only option
+    mnist["val_subset"] = 6_000  # more than the 5,000 validation images
+    lstm["model_params"] = {"pad_id": 7}  # comes from the data
+    bert["vocab_size"] = 100  # LSTM-only option
+    bert["max_length"] = 1024  # MiniLM has 512 positions
+    bert["warmup_ratio"] = 0.9  # ceil(0.9 * 4 steps) = 4: no step after the warmup
+    with pytest.raises(ConfigError) as info:
+        preflight(config)
+    msg = str(info.value)
+    assert "6 problem(s)" in msg, msg
+    assert "tasks/mnist/max_length: applies to dataset 'imdb' only" in msg
+    assert "tasks/mnist/val_subset: 6000 exceeds the 5,000 validation examples" in msg
+    assert "tasks/imdb-lstm/model_params: ['pad_id'] come from the data" in msg
+    assert "tasks/imdb-minilm/vocab_size: applies to model 'lstm' only" in msg
+    assert "tasks/imdb-minilm/max_length: 1024 exceeds the 512 positions" in msg
+    assert "tasks/imdb-minilm/warmup: 4 warmup steps, but the run has only 4 optimizer steps" in msg
+
+
+def test_a_folder_that_does_not_exist_is_named_as_such():
+    from uncertainty_lr.pretrained import PretrainedError, resolve_pretrained
+
+    with pytest.raises(PretrainedError, match="folder './no/such' does not exist"):
+        resolve_pretrained("./no/such", offline=False)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ("{settings: abc}", "`settings` must be a mapping"),
+        ("{settings: [1, 2]}", "`settings` must be a mapping"),
+        (
+            "{config_file: config/smoke.yaml, task: mnist, scheduler: [cosine], seed: 0}",
+            "scheduler must be a string",
+        ),
+        ("{config_file: 3, task: mnist, scheduler: step, seed: 0}", "config_file must be a string"),
+        ("{config_file: config/smoke.yaml, task: mnist, scheduler: step, seed: 7}", "seed 7 is not in"),
+    ],
+)
+def test_notebook_parameters_of_the_wrong_shape_are_refused(parameters, message):
+    from uncertainty_lr.experiment import check_parameters
+
+    with pytest.raises(ConfigError, match=message):
+        check_parameters(parameters)
+
+
+def test_run_settings_values_are_checked():
+    settings = resolve_run(load_config(repo_root() / "config/smoke.yaml"), "mnist", "step", 0)
+    bad = {**settings.to_dict(), "dataset": "cifar", "epochs": 0, "lr": -1.0, "device": "tpu"}
+    with pytest.raises(ConfigError) as info:
+        RunSettings.from_dict(bad)
+    msg = str(info.value)
+    for text in ("dataset: 'cifar' is not one of mnist, imdb", "epochs: 0 is not >= 1",
+                 "lr: -1.0 is not > 0", "device: 'tpu' is not auto, cpu or cuda"):
+        assert text in msg

@@ -160,18 +160,17 @@ def test_checkpoint_of_other_settings_is_ignored(tmp_path):
     assert metrics["resumed_from_epoch"] is None and metrics["steps"] == 20
 
 
-def test_config_keeps_or_deletes_checkpoints(tmp_path):
+def test_keep_checkpoints_is_bookkeeping_not_a_run_setting(tmp_path, monkeypatch):
     from uncertainty_lr.config import load_config, resolve_run
     from uncertainty_lr.paths import repo_root
 
     config = load_config(repo_root() / "config/smoke.yaml")
-    assert resolve_run(config, "mnist", "step", 0).keep_checkpoint is False
+    before = resolve_run(config, "mnist", "step", 0)
     config["keep_checkpoints"] = True
-    assert resolve_run(config, "mnist", "step", 0).keep_checkpoint is True
-    train_classifier(settings(epochs=1, train_subset=320, keep_checkpoint=True), tmp_path / "a")
+    assert resolve_run(config, "mnist", "step", 0) == before  # Snakemake params unchanged
+    monkeypatch.setenv("UNCERTAINTY_LR_KEEP_CHECKPOINTS", "1")  # what the train rule sets
+    train_classifier(settings(epochs=1, train_subset=320), tmp_path / "a")
     assert (tmp_path / "a" / "checkpoint" / "last.pt").exists()
+    monkeypatch.setenv("UNCERTAINTY_LR_KEEP_CHECKPOINTS", "0")
     train_classifier(settings(epochs=1, train_subset=320), tmp_path / "b")
     assert not (tmp_path / "b" / "checkpoint").exists()
-    # keeping or not is bookkeeping: a kept checkpoint still resumes a run
-    metrics = train_classifier(settings(epochs=1, train_subset=320), tmp_path / "a")
-    assert metrics["resumed_from_epoch"] == 1

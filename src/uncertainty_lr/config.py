@@ -91,6 +91,7 @@ def preflight(config: dict[str, Any]) -> None:
         MODEL_DATASETS,
         TEST_SIZES,
         TRAIN_SIZES,
+        VAL_SIZES,
     )
 
     problems = []
@@ -135,9 +136,23 @@ def preflight(config: dict[str, Any]) -> None:
                 from uncertainty_lr.pretrained import PretrainedError, resolve_pretrained  # noqa: PLC0415
 
                 try:
-                    resolve_pretrained(t["pretrained"], offline=config["offline"])
+                    path = resolve_pretrained(t["pretrained"], offline=config["offline"])
                 except PretrainedError as err:
                     problems.append(f"  - tasks/{task}/pretrained: {err}")
+                else:
+                    positions = _max_positions(path)
+                    if positions and t.get("max_length", 0) > positions:
+                        problems.append(
+                            f"  - tasks/{task}/max_length: {t['max_length']} exceeds the "
+                            f"{positions} positions of {t['pretrained']}"
+                        )
+            problems += _warmup_problems(task, t, TRAIN_SIZES[t["dataset"]])
+            for key in ("vocab_size", "min_frequency", "model_params"):
+                if key in t:
+                    problems.append(
+                        f"  - tasks/{task}/{key}: applies to model 'lstm' only (the "
+                        "transformer uses its checkpoint's tokenizer and architecture); remove it"
+                    )
         else:
             for key in ("warmup_steps", "warmup_ratio", "pretrained", "precision"):
                 if key in t:
@@ -147,10 +162,30 @@ def preflight(config: dict[str, Any]) -> None:
         if t["model"] == "lstm":
             from uncertainty_lr.models import build_model  # noqa: PLC0415
 
-            try:
-                build_model("lstm", 2, vocab_size=t.get("vocab_size", 20_000), **t.get("model_params", {}))
-            except ValueError as err:
-                problems.append(f"  - tasks/{task}/model_params: {err}")
+            params = t.get("model_params", {})
+            reserved = sorted({"vocab_size", "num_classes", "pad_id"} & set(params))
+            if reserved:
+                problems.append(
+                    f"  - tasks/{task}/model_params: {reserved} come from the data (the "
+                    "learnt vocabulary, the classes); set vocab_size at the task level"
+                )
+            else:
+                try:
+                    build_model("lstm", 2, vocab_size=t.get("vocab_size", 20_000), **params)
+                except (ValueError, TypeError) as err:
+                    problems.append(f"  - tasks/{task}/model_params: {err}")
+        if t["dataset"] != "imdb":
+            for key in ("max_length", "truncation", "vocab_size", "min_frequency", "test_subset"):
+                if key in t:
+                    problems.append(
+                        f"  - tasks/{task}/{key}: applies to dataset 'imdb' only; remove it"
+                    )
+        val_size = VAL_SIZES[t["dataset"]]
+        if t.get("val_subset", 0) > val_size:
+            problems.append(
+                f"  - tasks/{task}/val_subset: {t['val_subset']} exceeds the {val_size:,} "
+                f"validation examples of {t['dataset']}; use 0 for all"
+            )
         test_size = TEST_SIZES.get(t["dataset"])
         if test_size is not None and t.get("test_subset", 0) > test_size:
             problems.append(
@@ -181,6 +216,32 @@ def preflight(config: dict[str, Any]) -> None:
         )
 
 
+def _max_positions(path: str) -> int | None:
+    """``max_position_embeddings`` of a local checkpoint folder (None if unknown)."""
+    import json  # noqa: PLC0415
+
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    value = json.loads(config_file.read_text()).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) else None
+
+
+def _warmup_problems(task: str, t: dict[str, Any], train_size: int) -> list[str]:
+    """The warmup must end before the run does (in optimizer steps)."""
+    import math  # noqa: PLC0415
+
+    examples = t.get("train_subset", 0) or train_size
+    total = t["epochs"] * math.ceil(examples / t["batch_size"])
+    warmup = t.get("warmup_steps", 0) or math.ceil(t.get("warmup_ratio", 0.0) * total)
+    if warmup >= total:
+        return [
+            f"  - tasks/{task}/warmup: {warmup} warmup steps, but the run has only {total} "
+            "optimizer steps; lower warmup_steps or warmup_ratio"
+        ]
+    return []
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (:func:`validate_config`).
 
@@ -195,6 +256,52 @@ def load_config(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     return validate_config(config)
+
+
+def _value_problems(data: dict[str, Any]) -> list[str]:
+    """Range and name checks of well-typed run settings (the config schema's, for
+    settings given directly, e.g. as notebook parameters)."""
+    from uncertainty_lr.tasks import DATASETS, HF_MODELS, TARGET_METRICS  # noqa: PLC0415
+
+    models = ("lenet5", "lstm", *HF_MODELS)
+    rules = [
+        ("dataset", lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+        ("model", lambda v: v in models, f"one of {', '.join(models)}"),
+        ("seed", lambda v: v >= 0, ">= 0"),
+        ("epochs", lambda v: v >= 1, ">= 1"),
+        ("batch_size", lambda v: v >= 1, ">= 1"),
+        ("lr", lambda v: v > 0, "> 0"),
+        ("weight_decay", lambda v: v >= 0, ">= 0"),
+        ("optimizer", lambda v: v in ("adam", "adamw"), "adam or adamw"),
+        ("target_metric", lambda v: v in TARGET_METRICS, f"one of {', '.join(TARGET_METRICS)}"),
+        ("data_source", lambda v: v in ("local", "hub"), "local or hub"),
+        ("device", lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+        ("truncation", lambda v: v in ("head", "head_tail"), "head or head_tail"),
+        ("precision", lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+        ("scaling", lambda v: v in ("absolute", "fraction"), "absolute or fraction"),
+        ("warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("num_threads", lambda v: v >= 1, ">= 1"),
+        ("num_processes", lambda v: v >= 1, ">= 1"),
+        ("reference_epochs", lambda v: v >= 1, ">= 1"),
+        *[
+            (name, lambda v: v >= 0, ">= 0")
+            for name in (
+                "eval_every_steps",
+                "sample_every_steps",
+                "train_subset",
+                "test_subset",
+                "val_subset",
+                "max_length",
+                "warmup_steps",
+                "max_grad_norm",
+            )
+        ],
+    ]
+    return [
+        f"  - {name}: {data[name]!r} is not {rule}"
+        for name, ok, rule in rules
+        if name in data and not ok(data[name])
+    ]
 
 
 @dataclass
@@ -240,7 +347,6 @@ class RunSettings:
     precision: str = "fp32"
     offline: bool = True
     num_processes: int = 1
-    keep_checkpoint: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -273,7 +379,9 @@ class RunSettings:
             }[expected]
             if not ok:
                 problems.append(f"  - {name}: expected {expected}, got {value!r}")
-        if data.get("scheduler") not in SCHEDULERS and "scheduler" in data:
+        if not problems:
+            problems += _value_problems(data)
+        if "scheduler" in data and data["scheduler"] not in SCHEDULERS:
             problems.append(
                 f"  - scheduler: unknown {data['scheduler']!r} (valid: {', '.join(SCHEDULERS)})"
             )
@@ -285,15 +393,10 @@ class RunSettings:
         """Plain-data form (JSON/YAML-serialisable)."""
         return asdict(self)
 
-    def same_run(self, other: dict[str, Any]) -> bool:
+    def same_run(self, other: Any) -> bool:
         """Whether ``other`` (a :meth:`to_dict` of saved settings, e.g. a checkpoint's)
-        describes the same training run; bookkeeping fields (``keep_checkpoint``) may
-        differ."""
-        ignore = {"keep_checkpoint"}
-        mine = {k: v for k, v in self.to_dict().items() if k not in ignore}
-        return isinstance(other, dict) and mine == {
-            k: v for k, v in other.items() if k not in ignore
-        }
+        describes the same training run."""
+        return isinstance(other, dict) and other == self.to_dict()
 
 
 def task_schedulers(config: dict[str, Any], task: str) -> list[str]:
@@ -333,6 +436,13 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
             f"scheduler {scheduler!r} is not in task {task!r}'s list: "
             f"{', '.join(task_schedulers(config, task))}"
         )
+    from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
+
+    if seed not in task_seeds(config, task):
+        raise ConfigError(
+            f"seed {seed!r} is not in task {task!r}'s list: "
+            f"{', '.join(map(str, task_seeds(config, task)))}"
+        )
     t = config["tasks"][task]
     schedule = {**config["schedule"], **t.get("schedule", {})}
     return RunSettings(
@@ -370,6 +480,7 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         max_grad_norm=float(t.get("max_grad_norm", 0.0)),
         precision=t.get("precision", "fp32"),
         offline=bool(config["offline"]),
-        num_processes=int(config["processes_per_run"]),
-        keep_checkpoint=bool(config["keep_checkpoints"]),
+        # data parallel in the Trainer backend only: elsewhere it changes nothing (and
+        # settings are Snakemake params: a change would rerun the runs)
+        num_processes=int(config["processes_per_run"]) if t["model"] in HF_MODELS else 1,
     )

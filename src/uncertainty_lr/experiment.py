@@ -23,7 +23,7 @@ def prepare_run(
     """Resolve the settings of one run, checking every parameter before any work.
 
     Either ``settings`` (a dict of :class:`RunSettings` fields, as the pipeline
-    passes) or ``config_file`` + ``task`` + ``scheduler`` + ``seed`` (as a user
+    passes; it takes precedence over the other arguments) or ``config_file`` + ``task`` + ``scheduler`` + ``seed`` (as a user
     opening the notebook would) must be given. A relative ``config_file`` is taken
     from the repository root.
 
@@ -31,13 +31,24 @@ def prepare_run(
         ConfigError: wrong types, unknown names, or neither form given.
     """
     if settings is not None:
+        if not isinstance(settings, dict):
+            raise ConfigError(
+                f"`settings` must be a mapping of run settings, got {type(settings).__name__}"
+            )
         return RunSettings.from_dict(dict(settings))
     if None in (config_file, task, scheduler, seed):
         raise ConfigError(
             "give either `settings` or all of `config_file`, `task`, `scheduler` and `seed`"
         )
+    problems = [
+        f"{name} must be a string, got {value!r}"
+        for name, value in (("config_file", config_file), ("task", task), ("scheduler", scheduler))
+        if not isinstance(value, str)
+    ]
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+        problems.append(f"seed must be an integer, got {seed!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
     path = Path(config_file)
     if not path.is_absolute():
         path = repo_root() / path

@@ -4,7 +4,7 @@ Read it top to bottom: :func:`train_transformer` resolves the pretrained checkpo
 (offline first, :mod:`uncertainty_lr.pretrained`), tokenizes the reviews with the
 checkpoint's own tokenizer (head or head+tail truncation, :func:`encode_reviews`),
 builds ``AdamW`` and the run's schedule for the run's length in optimizer steps
-(with a linear warmup, then the registry's schedule: DESIGN.md "Time units"), and
+(with a linear warmup, then the registry's schedule: the design's "time units" rule), and
 trains with ``Trainer(optimizers=(optimizer, scheduler))``, so that no other schedule
 runs beside it. :class:`~uncertainty_lr.integrations.hf.UncertaintyCallback` measures
 the gradient norm (before clipping) and the predictive variance of every optimizer
@@ -41,6 +41,7 @@ from uncertainty_lr.pretrained import resolve_pretrained
 from uncertainty_lr.schedulers import build_scheduler, uncertainty_part
 from uncertainty_lr.training import (
     build_optimizer,
+    keep_checkpoints_requested,
     resolve_device,
     seed_everything,
     summarise_run,
@@ -230,7 +231,8 @@ def _last_checkpoint(folder: Path, settings: RunSettings) -> tuple[str | None, d
     saved = Path(folder / "settings.json")
     same = saved.is_file() and settings.same_run(json.loads(saved.read_text()))
     if last is None or not same or not (Path(last) / HISTORY_FILE).is_file():
-        shutil.rmtree(folder, ignore_errors=True)
+        if is_main_process():  # the other ranks of a distributed run only read
+            shutil.rmtree(folder, ignore_errors=True)
         return None, None
     return last, json.loads((Path(last) / HISTORY_FILE).read_text())
 
@@ -255,8 +257,9 @@ def train_transformer(
             or folder, ``optimizer="adamw"`` as in the study plan).
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show the Trainer's progress bar.
-        keep_checkpoint: keep ``out_dir/checkpoint/`` after the run; default: the
-            settings' ``keep_checkpoint`` (config ``keep_checkpoints``, false: delete it).
+        keep_checkpoint: keep ``out_dir/checkpoint/`` after the run; default:
+            :func:`~uncertainty_lr.training.keep_checkpoints_requested` (the config's
+            ``keep_checkpoints``, passed by the pipeline; false: delete it).
 
     Returns:
         The metrics dict written to ``metrics.json``.
@@ -345,7 +348,8 @@ def train_transformer(
     )
     seconds_before = float(saved["seconds"]) if saved else 0.0
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
+    if is_main_process():
+        atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
     recorder = _make_recorder(signals, steps_per_epoch, rows, seconds_before)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 in distributed.launch workers
@@ -442,6 +446,6 @@ def train_transformer(
     if is_main_process():
         atomic_write_csv(out_dir / "history.csv", history)
         atomic_write_json(out_dir / "metrics.json", metrics)
-        if not (s.keep_checkpoint if keep_checkpoint is None else keep_checkpoint):
+        if not (keep_checkpoints_requested() if keep_checkpoint is None else keep_checkpoint):
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics

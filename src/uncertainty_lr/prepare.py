@@ -20,7 +20,12 @@ from pathlib import Path
 from uncertainty_lr.config import ConfigError, load_config
 from uncertainty_lr.data.checksums import DataFileError
 from uncertainty_lr.paths import repo_root
-from uncertainty_lr.pretrained import local_folder_name, models_dir, resolve_pretrained
+from uncertainty_lr.pretrained import (
+    PretrainedError,
+    local_folder_name,
+    models_dir,
+    resolve_pretrained,
+)
 from uncertainty_lr.tasks import DATA_CHECKS, HF_MODELS
 
 
@@ -40,19 +45,30 @@ def prepare(config_file: str | Path) -> list[str]:
     """
     path = Path(config_file)
     config = load_config(path if path.is_absolute() else repo_root() / path)
-    report = []
+    report, verified = [], set()
     for name, task in config["tasks"].items():
-        if task.get("data_source", "local") == "local":
+        source = task.get("data_source", "local")
+        if (task["dataset"], source) in verified:
+            pass
+        elif source == "local":
             DATA_CHECKS[task["dataset"]]()
             report.append(f"{name}: data {task['dataset']} vendored and verified")
         else:
-            import datasets  # noqa: PLC0415 (optional)
-
+            try:
+                import datasets  # noqa: PLC0415 (optional)
+            except ImportError as err:
+                raise ConfigError(
+                    f"tasks/{name}/data_source: 'hub' needs the `datasets` package "
+                    "(pip install datasets)"
+                ) from err
             datasets.load_dataset(task["dataset"])
             report.append(f"{name}: data {task['dataset']} in the datasets cache")
+        verified.add((task["dataset"], source))
         if task["model"] not in HF_MODELS:
             continue
-        model_id = task["pretrained"]
+        model_id = task.get("pretrained")
+        if not model_id:
+            raise ConfigError(f"tasks/{name}/pretrained: model 'transformer' needs a checkpoint")
         found = resolve_pretrained(model_id, offline=False)
         if found != model_id:
             report.append(f"{name}: model {model_id} found at {found}")
@@ -60,8 +76,14 @@ def prepare(config_file: str | Path) -> list[str]:
         from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
 
         target = models_dir() / local_folder_name(model_id)
-        AutoTokenizer.from_pretrained(model_id).save_pretrained(target)
-        AutoModel.from_pretrained(model_id).save_pretrained(target)
+        try:
+            AutoTokenizer.from_pretrained(model_id).save_pretrained(target)
+            AutoModel.from_pretrained(model_id).save_pretrained(target)
+        except (OSError, ValueError) as err:
+            raise OSError(
+                f"tasks/{name}/pretrained: cannot fetch {model_id!r} from the hub ({err}); "
+                "run this where the hub is reachable, or give a local folder"
+            ) from err
         report.append(f"{name}: model {model_id} saved to {target}")
     return report
 
@@ -74,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for line in prepare(args.configfile):
             print(line)
-    except (ConfigError, DataFileError, OSError) as err:
+    except (ConfigError, DataFileError, PretrainedError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -62,6 +62,11 @@ def resolve_pretrained(name: str, offline: bool | None = None) -> str:
     for folder in (Path(name), repo_root() / name, models_dir() / local_folder_name(name)):
         if (folder / "config.json").is_file():
             return str(folder.resolve())
+    if name.startswith(("/", "./", "../", "~")):
+        raise PretrainedError(
+            f"pretrained model folder {name!r} does not exist or has no config.json; give an "
+            "existing checkpoint folder or a hub id"
+        )
     package = OFFLINE_PACKAGES.get(name)
     if package is not None:
         try:

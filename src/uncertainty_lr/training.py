@@ -3,8 +3,8 @@
 Read it top to bottom: :func:`train_classifier` seeds, loads the data, builds the
 model, optimizer and schedule, trains with per-step signals, evaluates on the
 validation set at a fixed interval, evaluates on the test set once at the end, and
-writes the run's ``metrics.json`` and ``history.csv`` (DESIGN.md, "Outputs are
-contracts").
+writes the run's ``metrics.json`` and ``history.csv`` (the outputs
+contract shared with the Trainer backend).
 """
 
 from __future__ import annotations
@@ -111,6 +111,17 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     # ru_maxrss is in KiB on Linux: the peak resident set of this process.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+KEEP_CHECKPOINTS_VARIABLE = "UNCERTAINTY_LR_KEEP_CHECKPOINTS"
+
+
+def keep_checkpoints_requested() -> bool:
+    """Whether completed runs keep their checkpoint: the environment variable
+    ``UNCERTAINTY_LR_KEEP_CHECKPOINTS=1``, which the pipeline's train rule sets from the
+    config's ``keep_checkpoints``. (An environment variable, not a run setting: keeping
+    a checkpoint changes no result, so it must not make Snakemake rerun a run.)"""
+    return os.environ.get(KEEP_CHECKPOINTS_VARIABLE, "0") == "1"
 
 
 CHECKPOINT_FORMAT = 1
@@ -361,8 +372,8 @@ def train_classifier(
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show a tqdm bar per epoch.
         keep_checkpoint: keep ``out_dir/checkpoint/last.pt`` after the run ends;
-            default: the settings' ``keep_checkpoint`` (config ``keep_checkpoints``,
-            false: delete it).
+            default: :func:`keep_checkpoints_requested` (the config's
+            ``keep_checkpoints``, passed by the pipeline; false: delete it).
 
     Checkpoints: at the end of every epoch the whole state (model, optimizer,
     schedule, the random-number states of torch, NumPy, Python and the data order,
@@ -582,7 +593,7 @@ def train_classifier(
     )
     atomic_write_csv(out_dir / "history.csv", history)
     atomic_write_json(out_dir / "metrics.json", metrics)
-    if not (s.keep_checkpoint if keep_checkpoint is None else keep_checkpoint):
+    if not (keep_checkpoints_requested() if keep_checkpoint is None else keep_checkpoint):
         ckpt_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             ckpt_path.parent.rmdir()

@@ -17,6 +17,9 @@ rule train:
         gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
         # minutes, for cluster executors; a retried job (profiles/slurm) gets more time
         runtime=lambda wildcards, attempt: 120 * attempt,
+        # a resource, not a param: keeping checkpoints changes no result, so it must
+        # not rerun finished runs (params are a rerun trigger)
+        keep_checkpoints=int(config["keep_checkpoints"]),
     wildcard_constraints:
         seed=r"\d+",
     conda:
@@ -24,5 +27,6 @@ rule train:
     shell:
         # parameters are checked before papermill starts a kernel (papermill checks no types)
         "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log} 2>&1 "
-        "&& papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
+        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints} "
+        "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
         "-y {params.parameters:q} >> {log} 2>&1"

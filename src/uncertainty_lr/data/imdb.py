@@ -143,7 +143,7 @@ def _read_split(path: Path) -> tuple[list[str], np.ndarray]:
     labels = frame["label"].to_numpy().astype(np.int64)
     if not np.isin(labels, (0, 1)).all():
         raise DataFileError(f"data file {path} has labels other than 0 and 1. {HOW_TO_GET}")
-    texts = [t.replace("<br />", " ") for t in frame["text"].astype(str)]
+    texts = [t.replace("<br />", " ") for t in frame["text"].fillna("").astype(str)]
     return texts, labels
 
 

@@ -48,6 +48,9 @@ TRAIN_SIZES: dict[str, int] = {"mnist": mnist.TRAIN_SIZE, "imdb": imdb.TRAIN_SIZ
 """Training examples of each data set's training split (the most ``train_subset``
 may ask for)."""
 
+VAL_SIZES: dict[str, int] = {"mnist": mnist.VALIDATION_SIZE, "imdb": imdb.VALIDATION_SIZE}
+"""Validation examples of each data set (the most ``val_subset`` may ask for)."""
+
 TEST_SIZES: dict[str, int] = {"mnist": 10_000, "imdb": imdb.TEST_SIZE}
 """Test examples of each data set (the most ``test_subset`` may ask for)."""
 
