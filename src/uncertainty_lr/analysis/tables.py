@@ -25,6 +25,7 @@ import pandas as pd
 
 from uncertainty_lr.io import atomic_write_text
 from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr.tasks import HF_MODELS
 
 BASELINES = ("constant", "step", "cosine", "exponential")
 """The fixed schedules: the best of them (by mean test accuracy) is the comparison
@@ -189,7 +190,7 @@ def _warmup(r: pd.Series) -> str:
 def decision_interval_text(r: pd.Series) -> str:
     """When an uncertainty schedule decides in a run: per epoch (plain backend) or
     per evaluation interval (Trainer backend)."""
-    if r["model"] == "transformer" and r["eval_every_steps"]:
+    if r["model"] in HF_MODELS and r["eval_every_steps"]:
         return f"every {int(r['eval_every_steps'])} optimizer steps"
     return "at the end of every epoch"
 

@@ -75,8 +75,8 @@ class LSTMClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of token ids ``x`` ``(B, T)``."""
         mask = x != self.pad_id  # (B, T)
-        lengths = mask.sum(1).clamp(min=1)  # an empty review reads one padding token
-        mask[:, 0] |= lengths == 1  # ... whose position then counts in the pooling
+        mask[:, 0] |= ~mask.any(1)  # an empty review reads (and pools) one padding token
+        lengths = mask.sum(1)
         embedded = self.dropout(self.embedding(x))  # (B, T, E)
         if self.bidirectional:
             packed = nn.utils.rnn.pack_padded_sequence(
