@@ -71,3 +71,31 @@ def repo_copy(tmp_path) -> Path:
 def run_snakemake():
     """The :func:`snakemake` helper, as a fixture."""
     return snakemake
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random BERT with the MiniLM package's real WordPiece tokenizer, saved
+    as a local checkpoint folder (what ``pretrained:`` may name)."""
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from uncertainty_lr.pretrained import resolve_pretrained
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -25,3 +25,36 @@ def mnist_settings(**overrides) -> RunSettings:
     )
     base.update(overrides)
     return RunSettings(**base)
+
+
+def transformer_settings(checkpoint, **overrides) -> RunSettings:
+    """Settings of a tiny Trainer run on IMDB (96 reviews, 32 tokens, 6 optimizer
+    steps, evaluation every 2) with the model folder ``checkpoint``; any field can be
+    overridden (e.g. ``dataset="squad"`` with its own sizes)."""
+    base = dict(
+        task="imdb-bert",
+        dataset="imdb",
+        model="transformer",
+        pretrained=str(checkpoint),
+        scheduler="cosine",
+        seed=0,
+        epochs=1,
+        lr=1e-3,
+        batch_size=16,
+        optimizer="adamw",
+        weight_decay=0.01,
+        target_metric="val_accuracy",
+        target_value=0.5,
+        train_subset=96,
+        val_subset=32,
+        test_subset=40,
+        max_length=32,
+        truncation="head_tail",
+        eval_every_steps=2,
+        sample_every_steps=1,
+        warmup_steps=2,
+        max_grad_norm=1.0,
+        device="cpu",
+    )
+    base.update(overrides)
+    return RunSettings(**base)

@@ -119,7 +119,7 @@ def test_preflight_catches_what_the_schema_cannot(tmp_path, monkeypatch):
     assert "4 problem(s)" in msg
     assert "scheduler_params/uncertainty-gradnorm: unknown hyperparameter(s) ['treshold']" in msg
     assert "scheduler_params/uncertainty-variance: factor must lie in (0, 1)" in msg
-    assert "tasks/mnist/target/value: an accuracy target must lie in (0, 1]" in msg
+    assert "tasks/mnist/target/value: a val_accuracy target is a fraction in (0, 1]" in msg
     assert "tasks/mnist/train_subset: 999999 exceeds the 55,000 training examples" in msg
 
 
@@ -220,18 +220,28 @@ def test_preflight_checks_options_against_the_data_and_the_run():
     from uncertainty_lr.config import preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
-    mnist, lstm, bert = (config["tasks"][k] for k in ("mnist", "imdb-lstm", "imdb-minilm"))
+    mnist, lstm, bert, qa = (
+        config["tasks"][k] for k in ("mnist", "imdb-lstm", "imdb-minilm", "squad-minilm")
+    )
     mnist["max_length"] = 64  # IMDB-only option
     mnist["val_subset"] = 6_000  # more than the 5,000 validation images
     lstm["model_params"] = {"pad_id": 7}  # comes from the data
     bert["vocab_size"] = 100  # LSTM-only option
     bert["max_length"] = 1024  # MiniLM has 512 positions
     bert["warmup_ratio"] = 0.9  # ceil(0.9 * 4 steps) = 4: no step after the warmup
+    bert["doc_stride"] = 32  # SQuAD-only option
+    qa["target"]["metric"] = "val_accuracy"  # SQuAD measures exact match and F1
+    qa["truncation"] = "head_tail"  # IMDB-only option: SQuAD windows the context
+    qa["doc_stride"] = 90  # 128-token windows, 32-token questions: no new context
     with pytest.raises(ConfigError) as info:
         preflight(config)
     msg = str(info.value)
-    assert "6 problem(s)" in msg, msg
-    assert "tasks/mnist/max_length: applies to dataset 'imdb' only" in msg
+    assert "10 problem(s)" in msg, msg
+    assert "tasks/mnist/max_length: applies to dataset(s) imdb, squad only" in msg
+    assert "tasks/imdb-minilm/doc_stride: applies to dataset(s) squad only" in msg
+    assert "tasks/squad-minilm/target/metric: 'val_accuracy' is not measured on 'squad'" in msg
+    assert "tasks/squad-minilm/truncation: applies to dataset(s) imdb only" in msg
+    assert "tasks/squad-minilm/doc_stride: 90 leaves no new context" in msg
     assert "tasks/mnist/val_subset: 6000 exceeds the 5,000 validation examples" in msg
     assert "tasks/imdb-lstm/model_params: ['pad_id'] come from the data" in msg
     assert "tasks/imdb-minilm/vocab_size: applies to model 'lstm' only" in msg

@@ -28,6 +28,8 @@ from uncertainty_lr.data.imdb import (
 from uncertainty_lr.models import LSTMClassifier
 from uncertainty_lr.paths import raw_data_dir
 
+from helpers import transformer_settings
+
 
 @pytest.fixture(scope="module")
 def reviews():
@@ -151,32 +153,6 @@ def test_malformed_file_with_a_matching_checksum_is_refused(imdb_copy):
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A tiny random BERT with the MiniLM package's real WordPiece tokenizer, saved
-    as a local checkpoint folder (what ``pretrained:`` may name)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from uncertainty_lr.pretrained import resolve_pretrained
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
-    )
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_checkpoint):
     from transformers import AutoTokenizer
 
@@ -192,38 +168,6 @@ def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_chec
     assert item["labels"] == 1 and item["attention_mask"] == [1] * 42
     (short,) = encode_for_bert(tok, ["a fine film"], [0], max_length=42)
     assert tok.decode(short["input_ids"]) == "[CLS] a fine film [SEP]"
-
-
-def transformer_settings(checkpoint, **overrides):
-    from uncertainty_lr.config import RunSettings
-
-    base = dict(
-        task="imdb-bert",
-        dataset="imdb",
-        model="transformer",
-        pretrained=str(checkpoint),
-        scheduler="cosine",
-        seed=0,
-        epochs=1,
-        lr=1e-3,
-        batch_size=16,
-        optimizer="adamw",
-        weight_decay=0.01,
-        target_metric="val_accuracy",
-        target_value=0.5,
-        train_subset=96,
-        val_subset=32,
-        test_subset=40,
-        max_length=32,
-        truncation="head_tail",
-        eval_every_steps=2,
-        sample_every_steps=1,
-        warmup_steps=2,
-        max_grad_norm=1.0,
-        device="cpu",
-    )
-    base.update(overrides)
-    return RunSettings(**base)
 
 
 def test_trainer_run_writes_the_run_contract_with_our_schedule(tiny_checkpoint, tmp_path):

@@ -19,7 +19,7 @@ SMOKE_RUNS = planned_runs(load_config(repo_root() / "config" / "smoke.yaml"))
 
 def test_the_smoke_config_covers_every_task_and_backend():
     tasks = {task for task, _, _ in SMOKE_RUNS}
-    assert tasks == {"mnist", "imdb-lstm", "imdb-minilm"}
+    assert tasks == {"mnist", "imdb-lstm", "imdb-minilm", "squad-minilm"}
     assert {s for t, s, _ in SMOKE_RUNS if t == "mnist"} == set(SCHEDULERS)
     assert {s for t, s, _ in SMOKE_RUNS if t == "imdb-lstm"} == set(SCHEDULERS)
 
@@ -30,11 +30,15 @@ def test_every_run_wrote_its_outputs(smoke_repo, task, name, seed):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["scheduler"] == name and metrics["status"] == "completed"
     assert metrics["task"] == task and metrics["seed"] == seed
-    assert 0.3 < metrics["test"]["accuracy"] <= 1.0
-    if task == "mnist":
+    if task == "squad-minilm":  # extractive QA: exact match and F1 on dev questions
+        assert set(metrics["test"]) == {"loss", "exact_match", "f1"}
+        assert 0 <= metrics["test"]["exact_match"] <= metrics["test"]["f1"] <= 1
+        assert metrics["test_questions"] == 32 and metrics["train_questions"] == 48
+    elif task == "mnist":
+        assert 0.5 < metrics["test"]["accuracy"] <= 1.0
         assert metrics["settings"]["train_subset"] == 5000
-        assert metrics["test"]["accuracy"] > 0.5
     else:  # binary: precision, recall and F1 of the positive class too
+        assert 0.3 < metrics["test"]["accuracy"] <= 1.0
         assert {"precision", "recall", "f1", "f1_macro"} <= set(metrics["test"])
     history = pd.read_csv(run / "history.csv")
     assert len(history) == metrics["history_rows"] > 5
@@ -49,8 +53,14 @@ def test_every_run_wrote_its_outputs(smoke_repo, task, name, seed):
 def test_aggregate_table_has_one_row_per_run(smoke_repo):
     runs = pd.read_csv(smoke_repo / "results" / "smoke" / "aggregate" / "runs.csv")
     assert sorted(zip(runs["task"], runs["scheduler"], runs["seed"])) == sorted(SMOKE_RUNS)
-    assert list(runs["task"].unique()) == ["mnist", "imdb-lstm", "imdb-minilm"]  # config order
-    assert runs["test_accuracy"].between(0.3, 1.0).all()
+    # config order
+    assert list(runs["task"].unique()) == ["mnist", "imdb-lstm", "imdb-minilm", "squad-minilm"]
+    classification = runs[runs["task"] != "squad-minilm"]
+    assert classification["test_accuracy"].between(0.3, 1.0).all()
+    assert (classification["test_score"] == classification["test_accuracy"]).all()
+    qa = runs[runs["task"] == "squad-minilm"]
+    assert qa["test_accuracy"].isna().all() and (qa["test_score"] == qa["test_f1"]).all()
+    assert qa["test_exact_match"].between(0, 1).all()
     history = pd.read_csv(smoke_repo / "results" / "smoke" / "aggregate" / "history.csv")
     assert set(zip(history["task"], history["scheduler"])) == {(t, s) for t, s, _ in SMOKE_RUNS}
 
@@ -62,7 +72,8 @@ def test_tables_and_numbers_come_from_the_runs(smoke_repo):
     for task, name, _ in SMOKE_RUNS:
         row = runs[(runs["task"] == task) & (runs["scheduler"] == name)].iloc[0]
         f1 = row["test_f1_macro"] if task == "mnist" else row["test_f1"]
-        cells = f"\\texttt{{{name}}} & ${100 * row['test_accuracy']:.2f}$ & "
+        first = row["test_exact_match"] if task == "squad-minilm" else row["test_accuracy"]
+        cells = f"\\texttt{{{name}}} & ${100 * first:.2f}$ & "
         assert cells in table  # one seed: no +-
         assert f"${100 * f1:.2f}$ &" in table
     numbers = (smoke_repo / "paper" / "generated" / "numbers.tex").read_text()
@@ -70,6 +81,9 @@ def test_tables_and_numbers_come_from_the_runs(smoke_repo):
     assert r"\newcommand{\UncertaintyGradnormThreshold}{0.1}" in numbers
     findings = (smoke_repo / "paper" / "generated" / "findings.tex").read_text()
     assert "uncertainty-gradnorm" in findings and "uncertainty-variance" in findings
+    assert "On squad-minilm, the highest mean test F1" in findings
+    setup = (smoke_repo / "paper" / "generated" / "setup.tex").read_text()
+    assert "windows of 48 questions" in setup and "stride 32" in setup
 
 
 def test_figures_and_pdf_exist_and_are_not_trivial(smoke_repo):

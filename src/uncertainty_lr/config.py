@@ -92,6 +92,7 @@ def preflight(config: dict[str, Any]) -> None:
         TEST_SIZES,
         TRAIN_SIZES,
         VAL_SIZES,
+        target_metrics,
     )
 
     problems = []
@@ -104,10 +105,16 @@ def preflight(config: dict[str, Any]) -> None:
     checked = set()
     for task, t in config["tasks"].items():
         target = t["target"]
-        if target["metric"] == "val_accuracy" and not 0 < target["value"] <= 1:
+        allowed_targets = target_metrics(t["dataset"])
+        if target["metric"] not in allowed_targets:
             problems.append(
-                f"  - tasks/{task}/target/value: an accuracy target must lie in (0, 1], "
-                f"got {target['value']}"
+                f"  - tasks/{task}/target/metric: {target['metric']!r} is not measured on "
+                f"{t['dataset']!r} (use one of {', '.join(allowed_targets)})"
+            )
+        elif target["metric"] != "val_loss" and not 0 < target["value"] <= 1:
+            problems.append(
+                f"  - tasks/{task}/target/value: a {target['metric']} target is a fraction "
+                f"in (0, 1] (e.g. 0.5 for F1 50%), got {target['value']}"
             )
         allowed = MODEL_DATASETS[t["model"]]
         if t["dataset"] not in allowed:
@@ -174,12 +181,30 @@ def preflight(config: dict[str, Any]) -> None:
                     build_model("lstm", 2, vocab_size=t.get("vocab_size", 20_000), **params)
                 except (ValueError, TypeError) as err:
                     problems.append(f"  - tasks/{task}/model_params: {err}")
-        if t["dataset"] != "imdb":
-            for key in ("max_length", "truncation", "vocab_size", "min_frequency", "test_subset"):
-                if key in t:
-                    problems.append(
-                        f"  - tasks/{task}/{key}: applies to dataset 'imdb' only; remove it"
-                    )
+        text_only = {
+            "max_length": ("imdb", "squad"),
+            "test_subset": ("imdb", "squad"),
+            "truncation": ("imdb",),
+            "vocab_size": ("imdb",),
+            "min_frequency": ("imdb",),
+            "doc_stride": ("squad",),
+        }
+        for key, datasets in text_only.items():
+            if key in t and t["dataset"] not in datasets:
+                problems.append(
+                    f"  - tasks/{task}/{key}: applies to dataset(s) {', '.join(datasets)} "
+                    "only; remove it"
+                )
+        if t["dataset"] == "squad":
+            length = t.get("max_length", 384)
+            stride = t.get("doc_stride", 128)
+            room = length - length // 4 - 11  # the longest question and 3 special tokens
+            if stride >= room:
+                problems.append(
+                    f"  - tasks/{task}/doc_stride: {stride} leaves no new context per "
+                    f"{length}-token window (questions take up to {length // 4} tokens); "
+                    f"use a doc_stride below {room}, e.g. {length // 4}"
+                )
         val_size = VAL_SIZES[t["dataset"]]
         if t.get("val_subset", 0) > val_size:
             problems.append(
@@ -261,11 +286,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def _value_problems(data: dict[str, Any]) -> list[str]:
     """Range and name checks of well-typed run settings (the config schema's, for
     settings given directly, e.g. as notebook parameters)."""
-    from uncertainty_lr.tasks import DATASETS, HF_MODELS, TARGET_METRICS  # noqa: PLC0415
+    from uncertainty_lr.tasks import DATASET_NAMES, HF_MODELS, TARGET_METRICS  # noqa: PLC0415
 
     models = ("lenet5", "lstm", *HF_MODELS)
     rules = [
-        ("dataset", lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+        ("dataset", lambda v: v in DATASET_NAMES, f"one of {', '.join(DATASET_NAMES)}"),
         ("model", lambda v: v in models, f"one of {', '.join(models)}"),
         ("seed", lambda v: v >= 0, ">= 0"),
         ("epochs", lambda v: v >= 1, ">= 1"),
@@ -294,6 +319,7 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
                 "max_length",
                 "warmup_steps",
                 "max_grad_norm",
+                "doc_stride",
             )
         ],
     ]
@@ -347,6 +373,7 @@ class RunSettings:
     precision: str = "fp32"
     offline: bool = True
     num_processes: int = 1
+    doc_stride: int = 128
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -483,4 +510,5 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         # data parallel in the Trainer backend only: elsewhere it changes nothing (and
         # settings are Snakemake params: a change would rerun the runs)
         num_processes=int(config["processes_per_run"]) if t["model"] in HF_MODELS else 1,
+        doc_stride=int(t.get("doc_stride", 128)),
     )

@@ -1,8 +1,12 @@
-"""The Hugging Face ``Trainer`` backend: BERT-family models on IMDB.
+"""The Hugging Face ``Trainer`` backend: BERT-family models on IMDB (sequence
+classification) and SQuAD v1.1 (extractive question answering).
 
 Read it top to bottom: :func:`train_transformer` resolves the pretrained checkpoint
-(offline first, :mod:`uncertainty_lr.pretrained`), tokenizes the reviews with the
-checkpoint's own tokenizer (head or head+tail truncation, :func:`encode_reviews`),
+(offline first, :mod:`uncertainty_lr.pretrained`), builds the task's data with the
+checkpoint's own tokenizer (:func:`classification_task`: reviews with head or
+head+tail truncation, :func:`encode_reviews`; :func:`question_answering_task`:
+question + context windows, :func:`uncertainty_lr.data.squad.tokenize_windows`, scored
+by exact match and F1 after post-processing),
 builds ``AdamW`` and the run's schedule for the run's length in optimizer steps
 (with a linear warmup, then the registry's schedule: the design's "time units" rule), and
 trains with ``Trainer(optimizers=(optimizer, scheduler))``, so that no other schedule
@@ -23,7 +27,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from uncertainty_lr.config import ConfigError, RunSettings
+from uncertainty_lr.data import squad
 from uncertainty_lr.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
 from uncertainty_lr.distributed import is_main_process
 from uncertainty_lr.io import atomic_write_csv, atomic_write_json
@@ -61,6 +67,8 @@ HISTORY_COLUMNS = (
     "predictive_variance",
     "val_loss",
     "val_accuracy",
+    "val_exact_match",
+    "val_f1",
 )
 """Column order of ``history.csv``, as the plain backend writes it."""
 HISTORY_FILE = "run_history.json"
@@ -128,7 +136,13 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def _make_recorder(signals: Any, steps_per_epoch: int, rows: list[dict], seconds_before: float):
+def _make_recorder(
+    signals: Any,
+    steps_per_epoch: int,
+    rows: list[dict],
+    seconds_before: float,
+    metric_names: Sequence[str] = ("accuracy",),
+):
     """A ``TrainerCallback`` that writes the run's history rows (see module docs)."""
     from transformers import TrainerCallback  # noqa: PLC0415
 
@@ -205,7 +219,7 @@ def _make_recorder(signals: Any, steps_per_epoch: int, rows: list[dict], seconds
                     **self._lr(optimizer),
                     **means,
                     "val_loss": float(metrics["eval_loss"]),
-                    "val_accuracy": float(metrics["eval_accuracy"]),
+                    **{f"val_{m}": float(metrics[f"eval_{m}"]) for m in metric_names},
                 }
             )
 
@@ -218,6 +232,146 @@ def _make_recorder(signals: Any, steps_per_epoch: int, rows: list[dict], seconds
                 )
 
     return RunRecorder()
+
+
+@dataclass
+class TransformerTask:
+    """What :func:`train_transformer` needs to know about a task's data and model.
+
+    Attributes:
+        model_class: the ``transformers`` auto class of the model (its
+            ``from_pretrained`` builds the task head).
+        model_kwargs: extra ``from_pretrained`` arguments (e.g. ``num_labels``).
+        train_set, val_set, test_set: model inputs, one dict per example (IMDB: per
+            review; SQuAD: per window), unpadded, with labels.
+        metric_names: the validation metrics (history columns ``val_<name>``),
+            fractions in [0, 1], higher is better.
+        compute_metrics: ``Trainer``'s ``compute_metrics`` for the validation set.
+        test_metrics: ``PredictionOutput`` of the test set -> the ``test`` dict of
+            ``metrics.json``.
+        variance_fn: the predictive-variance signal of a training batch (see
+            :class:`~uncertainty_lr.integrations.hf.UncertaintyCallback`).
+        info: facts for ``metrics.json`` (e.g. windows and questions counted).
+    """
+
+    model_class: Any
+    model_kwargs: dict[str, Any]
+    train_set: list[dict[str, Any]]
+    val_set: list[dict[str, Any]]
+    test_set: list[dict[str, Any]]
+    metric_names: tuple[str, ...]
+    compute_metrics: Callable[[Any], dict[str, float]]
+    test_metrics: Callable[[Any], dict[str, Any]]
+    variance_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def classification_task(s: RunSettings, tokenizer: Any, max_length: int) -> TransformerTask:
+    """IMDB sentiment classification: reviews -> ``[CLS] review [SEP]`` inputs
+    (:func:`encode_reviews`), scored by accuracy, precision, recall and F1.
+
+    Raises:
+        DataFileError: missing or corrupt data files.
+    """
+    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415
+
+    from uncertainty_lr.integrations.hf import classification_variance  # noqa: PLC0415
+
+    reviews = load_imdb_reviews(
+        source=s.data_source, train_subset=s.train_subset, test_subset=s.test_subset
+    )
+    n_val = s.val_subset or len(reviews.val_label)
+
+    def encode(texts: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
+        return encode_reviews(tokenizer, texts, labels, max_length, s.truncation)
+
+    def test_metrics(prediction: Any) -> dict[str, Any]:
+        logits = torch.from_numpy(np.asarray(prediction.predictions, dtype=np.float32))
+        labels = torch.from_numpy(np.asarray(prediction.label_ids, dtype=np.int64))
+        return {
+            "loss": float(F.cross_entropy(logits, labels)),
+            **classification_metrics(logits, labels, NUM_CLASSES),
+        }
+
+    return TransformerTask(
+        model_class=AutoModelForSequenceClassification,
+        model_kwargs={"num_labels": NUM_CLASSES},
+        train_set=encode(reviews.train_text, reviews.train_label),
+        val_set=encode(reviews.val_text[:n_val], reviews.val_label[:n_val]),
+        test_set=encode(reviews.test_text, reviews.test_label),
+        metric_names=("accuracy",),
+        compute_metrics=lambda p: {
+            "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
+        },
+        test_metrics=test_metrics,
+        variance_fn=classification_variance,
+    )
+
+
+def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> TransformerTask:
+    """SQuAD v1.1: question + context windows (:func:`~uncertainty_lr.data.squad.tokenize_windows`,
+    ``max_length`` tokens, ``doc_stride`` overlap), scored by exact match and F1 after
+    post-processing (n-best 20, answers of at most 30 tokens; official v1.1 rules).
+
+    The training set is every window of the training questions (windows without the
+    answer labelled with ``[CLS]``); validation and test windows are labelled the
+    same way, so that the Trainer also reports a loss on them.
+
+    Raises:
+        DataFileError: missing, corrupt or malformed data files.
+    """
+    from transformers import AutoModelForQuestionAnswering  # noqa: PLC0415
+
+    from uncertainty_lr.integrations.hf import span_variance_fn  # noqa: PLC0415
+
+    splits = squad.load_squad(
+        source=s.data_source,
+        train_subset=s.train_subset,
+        val_subset=s.val_subset,
+        test_subset=s.test_subset,
+    )
+
+    def windows(examples: list[squad.QAExample]) -> squad.Windows:
+        return squad.tokenize_windows(tokenizer, examples, max_length, s.doc_stride)
+
+    train, val, test = windows(splits.train), windows(splits.val), windows(splits.test)
+
+    def scores(examples: list[squad.QAExample], w: squad.Windows, predictions: Any) -> dict:
+        start_logits, end_logits = predictions[:2]
+        answers = squad.postprocess_predictions(examples, w, start_logits, end_logits)
+        return squad.squad_scores(answers, examples)
+
+    def test_metrics(prediction: Any) -> dict[str, Any]:
+        loss = prediction.metrics.get("test_loss", math.nan)
+        return {"loss": float(loss), **scores(splits.test, test, prediction.predictions)}
+
+    return TransformerTask(
+        model_class=AutoModelForQuestionAnswering,
+        model_kwargs={},
+        train_set=train.features,
+        val_set=val.features,
+        test_set=test.features,
+        metric_names=("exact_match", "f1"),
+        compute_metrics=lambda p: scores(splits.val, val, p.predictions),
+        test_metrics=test_metrics,
+        variance_fn=span_variance_fn(tokenizer.sep_token_id),
+        info={
+            "train_questions": len(splits.train),
+            "val_questions": len(splits.val),
+            "test_questions": len(splits.test),
+            "train_windows_with_answer": int(sum(train.has_answer)),
+            "doc_stride": s.doc_stride,
+            "n_best": squad.N_BEST,
+            "max_answer_length": squad.MAX_ANSWER_LENGTH,
+        },
+    )
+
+
+TASK_BUILDERS: dict[str, Callable[[RunSettings, Any, int], TransformerTask]] = {
+    "imdb": classification_task,
+    "squad": question_answering_task,
+}
+"""The Trainer backend's data sets and how to build each task."""
 
 
 def _last_checkpoint(folder: Path, settings: RunSettings) -> tuple[str | None, dict | None]:
@@ -243,14 +397,16 @@ def train_transformer(
     progress: bool = False,
     keep_checkpoint: bool | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune a pretrained sequence classifier on IMDB through ``Trainer``.
+    """Fine-tune a pretrained model on IMDB (sequence classification) or SQuAD v1.1
+    (extractive QA) through ``Trainer`` (the task's data: :data:`TASK_BUILDERS`).
 
-    Evaluation on the validation split (or its first ``val_subset`` reviews) at step
+    Evaluation on the validation split (or its first ``val_subset`` examples) at step
     0 and every ``eval_every_steps`` optimizer steps (0: once per epoch), with a
     Trainer checkpoint after each evaluation in ``out_dir/checkpoint/`` (outside the
     pipeline's declared outputs); a run started again with the same settings resumes
     from the newest one. The test split (or its stratified ``test_subset``) is
-    evaluated once, with the final weights.
+    evaluated once, with the final weights. SQuAD steps count windows: a question
+    whose context is longer than one window gives several training examples.
 
     Args:
         settings: the run's settings (``model="transformer"``, ``pretrained`` a hub id
@@ -272,8 +428,10 @@ def train_transformer(
     if isinstance(settings, dict):
         settings = RunSettings.from_dict(settings)
     s = settings
-    if s.dataset != "imdb":
-        raise ConfigError(f"the transformer backend reads dataset 'imdb', got {s.dataset!r}")
+    if s.dataset not in TASK_BUILDERS:
+        raise ConfigError(
+            f"the transformer backend reads {', '.join(TASK_BUILDERS)}, got {s.dataset!r}"
+        )
     if s.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -284,7 +442,6 @@ def train_transformer(
 
     import transformers  # noqa: PLC0415
     from transformers import (  # noqa: PLC0415
-        AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
@@ -296,21 +453,12 @@ def train_transformer(
     transformers.logging.set_verbosity_warning()
     tokenizer = AutoTokenizer.from_pretrained(path)
     max_length = s.max_length or min(int(tokenizer.model_max_length), 512)
-    reviews = load_imdb_reviews(
-        source=s.data_source, train_subset=s.train_subset, test_subset=s.test_subset
-    )
-    n_val = s.val_subset or len(reviews.val_label)
-
-    def encode(texts: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
-        return encode_reviews(tokenizer, texts, labels, max_length, s.truncation)
-
-    train_set = encode(reviews.train_text, reviews.train_label)
-    val_set = encode(reviews.val_text[:n_val], reviews.val_label[:n_val])
-    test_set = encode(reviews.test_text, reviews.test_label)
+    task = TASK_BUILDERS[s.dataset](s, tokenizer, max_length)
+    train_set, val_set, test_set = task.train_set, task.val_set, task.test_set
 
     # Same seed, same classification-head initialisation and data order in every arm.
     seed_everything(s.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=NUM_CLASSES)
+    model = task.model_class.from_pretrained(path, **task.model_kwargs)
     n_train = len(train_set)
     steps_per_epoch = math.ceil(n_train / s.batch_size)
     total_steps = s.epochs * steps_per_epoch
@@ -337,6 +485,7 @@ def train_transformer(
         adaptive,
         signal=spec.signal or "grad_norm",
         clip_grad_norm=s.max_grad_norm or None,
+        variance_fn=task.variance_fn,
     )
 
     ckpt_dir = Path(out_dir) / "checkpoint"
@@ -350,7 +499,7 @@ def train_transformer(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
-    recorder = _make_recorder(signals, steps_per_epoch, rows, seconds_before)
+    recorder = _make_recorder(signals, steps_per_epoch, rows, seconds_before, task.metric_names)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 in distributed.launch workers
     if s.batch_size % world:
@@ -386,9 +535,7 @@ def train_transformer(
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=lambda p: {
-            "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
-        },
+        compute_metrics=task.compute_metrics,
         optimizers=(optimizer, scheduler),
         callbacks=[signals, recorder],
     )
@@ -405,13 +552,8 @@ def train_transformer(
 
     test = None
     if status == "completed":
-        prediction = trainer.predict(test_set)
-        logits = torch.from_numpy(np.asarray(prediction.predictions, dtype=np.float32))
-        labels = torch.from_numpy(np.asarray(prediction.label_ids, dtype=np.int64))
-        test = {
-            "loss": float(F.cross_entropy(logits, labels)),
-            **classification_metrics(logits, labels, NUM_CLASSES),
-        }
+        trainer.compute_metrics = None  # the validation set's; the test set has its own
+        test = task.test_metrics(trainer.predict(test_set))
     history = pd.DataFrame(rows)
     first = [c for c in HISTORY_COLUMNS if c in history.columns]
     history = history[first + [c for c in history.columns if c not in first]]
@@ -440,6 +582,7 @@ def train_transformer(
     metrics["pretrained_path"] = path
     metrics["versions"]["transformers"] = transformers.__version__
     metrics["num_processes"] = world
+    metrics.update(task.info)
     if world > 1 and device.type == "cuda":
         metrics["device_hours"] *= world  # one GPU per process
     out_dir = Path(out_dir)

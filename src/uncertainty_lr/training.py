@@ -38,7 +38,7 @@ from uncertainty_lr.models import build_model
 from uncertainty_lr.paths import repo_root
 from uncertainty_lr.schedulers import UncertaintyLR, build_scheduler, uncertainty_part
 from uncertainty_lr.signals import gradient_norm, predictive_variance
-from uncertainty_lr.tasks import DATASETS
+from uncertainty_lr.tasks import DATASETS, VAL_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,9 @@ def summarise_run(
     Args:
         s: the run's settings.
         history: the run's history rows (``kind`` ``"eval"`` rows carry ``step``,
-            ``epoch``, ``seconds``, ``val_loss``, ``val_accuracy``).
+            ``epoch``, ``seconds``, ``val_loss`` and the data set's validation metrics,
+            :data:`uncertainty_lr.tasks.VAL_METRICS`: ``val_accuracy``, or
+            ``val_exact_match`` and ``val_f1``).
         status: ``"completed"`` or ``"diverged"``.
         diverged_epoch: fractional epoch of the divergence, or None.
         resumed_from_epoch: epoch the run resumed from a checkpoint, or None.
@@ -272,6 +274,7 @@ def summarise_run(
     )
     units = 1 if device.type == "cuda" else s.num_threads
     last_eval = evals.iloc[-1]
+    score_names = [m for m in VAL_METRICS[s.dataset] if f"val_{m}" in evals]
     adaptive = uncertainty_part(scheduler)
     return {
         "task": s.task,
@@ -285,9 +288,12 @@ def summarise_run(
         "test": test,
         "final_val": {
             "loss": float(last_eval["val_loss"]),
-            "accuracy": float(last_eval["val_accuracy"]),
+            **{m: float(last_eval[f"val_{m}"]) for m in score_names},
         },
-        "best_val_accuracy": float(evals["val_accuracy"].max()),
+        "best_val": {m: float(evals[f"val_{m}"].max()) for m in score_names},
+        "best_val_accuracy": (
+            float(evals["val_accuracy"].max()) if "val_accuracy" in evals else None
+        ),
         "time_to_target": {"metric": s.target_metric, "target": s.target_value, **ttt},
         "history_rows": len(history),
         "steps": steps,

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from uncertainty_lr.io import atomic_write_csv
+from uncertainty_lr.tasks import PRIMARY_METRIC
 
 
 class ResultsError(ValueError):
@@ -42,6 +43,8 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
     ttt = metrics["time_to_target"]
     s = metrics["settings"]
     nan = math.nan
+    primary = PRIMARY_METRIC[metrics["dataset"]]
+    final_val = metrics["final_val"]
     return {
         "task": metrics["task"],
         "dataset": metrics["dataset"],
@@ -56,9 +59,16 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_precision": test.get("precision", nan),
         "test_recall": test.get("recall", nan),
         "test_f1": test.get("f1", nan),
+        "test_exact_match": test.get("exact_match", nan),
         "test_loss": test.get("loss", nan),
-        "final_val_accuracy": metrics["final_val"]["accuracy"],
-        "best_val_accuracy": metrics["best_val_accuracy"],
+        # the data set's ranking metric (accuracy; SQuAD: F1), tasks.PRIMARY_METRIC
+        "score_metric": primary,
+        "test_score": test.get(primary, nan),
+        "final_val_score": final_val.get(primary, nan),
+        "final_val_accuracy": final_val.get("accuracy", nan),
+        "best_val_accuracy": (
+            nan if metrics.get("best_val_accuracy") is None else metrics["best_val_accuracy"]
+        ),
         "target_metric": ttt["metric"],
         "target_value": ttt["target"],
         "target_reached": bool(ttt["reached"]),
@@ -70,6 +80,11 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "epochs_completed": metrics["epochs_completed"],
         "steps_per_epoch": metrics["steps_per_epoch"],
         "train_examples": metrics["train_examples"],
+        # SQuAD: questions (the examples above are their windows)
+        "train_questions": metrics.get("train_questions", nan),
+        "val_questions": metrics.get("val_questions", nan),
+        "test_questions": metrics.get("test_questions", nan),
+        "doc_stride": s.get("doc_stride", 0) if metrics["dataset"] == "squad" else 0,
         "val_examples": metrics.get("val_examples", math.nan),
         "test_examples": metrics.get("test_examples", math.nan),
         "final_lr": metrics["final_lr"][0],
@@ -178,6 +193,7 @@ SETTINGS_THAT_MUST_MATCH = (
     "val_subset",
     "max_length",
     "truncation",
+    "doc_stride",
     "pretrained",
     "warmup_steps",
     "warmup_ratio",

@@ -62,11 +62,24 @@ def _facet(
     return grid
 
 
+def validation_score(evals: pd.DataFrame) -> pd.Series:
+    """Each evaluation row's ranking metric: ``val_accuracy``, or ``val_f1`` where a
+    task has no accuracy (SQuAD)."""
+    score = evals["val_accuracy"] if "val_accuracy" in evals else pd.Series(float("nan"), evals.index)
+    if "val_f1" in evals:
+        score = score.fillna(evals["val_f1"])
+    return score
+
+
 def plot_val_accuracy(history: pd.DataFrame, out_dir: Path) -> None:
-    """Validation error (1 - accuracy, log scale) against epochs, per scheduler."""
+    """Validation error (1 - accuracy; on SQuAD 1 - F1; log scale) against epochs,
+    per scheduler."""
     evals = history[history["kind"] == "eval"].copy()
-    evals["val_error"] = 1.0 - evals["val_accuracy"]
-    grid = _facet(evals, "val_error", "validation error (1 - accuracy)", log=True)
+    evals["val_error"] = 1.0 - validation_score(evals)
+    label = "validation error (1 - accuracy)"
+    if "val_f1" in evals and evals["val_f1"].notna().any():
+        label = "validation error (1 - accuracy or F1)"
+    grid = _facet(evals, "val_error", label, log=True)
     _save(grid.figure, out_dir, "val_accuracy")
 
 
@@ -160,8 +173,9 @@ def plot_run(run_dir: str | Path) -> plt.Figure:
     hist = pd.read_csv(run_dir / "history.csv")
     evals, steps = hist[hist["kind"] == "eval"], hist[hist["kind"] == "step"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    axes[0].plot(evals["epoch"], evals["val_accuracy"], marker="o", label="validation accuracy")
-    axes[0].set(xlabel="epoch", ylabel="validation accuracy")
+    name = "accuracy" if "val_accuracy" in evals else "F1"
+    axes[0].plot(evals["epoch"], validation_score(evals), marker="o", label=f"validation {name}")
+    axes[0].set(xlabel="epoch", ylabel=f"validation {name}")
     ax2 = axes[0].twinx()
     ax2.plot(evals["epoch"], evals["val_loss"], color="tab:red", label="validation loss")
     ax2.set_ylabel("validation loss")

@@ -2,8 +2,8 @@
 
 Writes into the paper's ``generated/`` folder:
 
-- ``results_table.tex``: per task and scheduler, test accuracy and macro F1
-  (mean +- standard deviation over seeds), epochs and seconds to the validation
+- ``results_table.tex``: per task and scheduler, test accuracy (SQuAD: exact
+  match), precision, recall and F1 (mean +- standard deviation over seeds), epochs and seconds to the validation
   target (median over seeds; a run that misses the target counts as infinite),
   and device-hours (sum over seeds).
 - ``setup.tex``: the experimental setup as it was run (from the runs' recorded
@@ -28,8 +28,10 @@ from uncertainty_lr.schedulers import SCHEDULERS
 from uncertainty_lr.tasks import HF_MODELS
 
 BASELINES = ("constant", "step", "cosine", "exponential")
-"""The fixed schedules: the best of them (by mean test accuracy) is the comparison
-for each adaptive schedule."""
+"""The fixed schedules: the best of them (by the mean of the task's ranking metric,
+test accuracy or, on SQuAD, F1: ``tasks.PRIMARY_METRIC``) is the comparison for
+each adaptive schedule."""
+METRIC_WORDS = {"accuracy": "test accuracy", "f1": "test F1", "exact_match": "test exact match"}
 ADAPTIVE = ("uncertainty-gradnorm", "uncertainty-variance")
 
 
@@ -98,6 +100,11 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                 "n_completed": int((g["status"] == "completed").sum()),
                 "acc_mean": float(g["test_accuracy"].mean()),
                 "acc_std": std("test_accuracy"),
+                "em_mean": float(g["test_exact_match"].mean()),
+                "em_std": std("test_exact_match"),
+                "score_metric": g["score_metric"].iloc[0],
+                "score_mean": float(g["test_score"].mean()),
+                "score_std": std("test_score"),
                 "f1_mean": float(g["test_f1_macro"].mean()),
                 "f1_std": std("test_f1_macro"),
                 **{
@@ -135,7 +142,7 @@ def results_table(runs: pd.DataFrame) -> str:
     lines = [
         r"\begin{tabular}{llcccccccc}",
         r"\toprule",
-        r"task & schedule & accuracy (\%) & precision (\%) & recall (\%) & F1 (\%) "
+        r"task & schedule & accuracy / EM (\%) & precision (\%) & recall (\%) & F1 (\%) "
         r"& epochs to target & seconds to target & reached & device-hours \\",
         r"\midrule",
     ]
@@ -158,7 +165,7 @@ def results_table(runs: pd.DataFrame) -> str:
             )
             lines.append(
                 f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}} & "
-                f"{_pct(r.acc_mean, r.acc_std, r.n_seeds)} & "
+                f"{_accuracy_or_em(r)} & "
                 f"{_pct(r.precision_headline_mean, r.precision_headline_std, r.n_seeds)} & "
                 f"{_pct(r.recall_headline_mean, r.recall_headline_std, r.n_seeds)} & "
                 f"{_pct(r.f1_headline_mean, r.f1_headline_std, r.n_seeds)} & "
@@ -168,6 +175,13 @@ def results_table(runs: pd.DataFrame) -> str:
             )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
+
+
+def _accuracy_or_em(r: Any) -> str:
+    """Accuracy of a classification task, exact match of a QA task (SQuAD)."""
+    if math.isnan(r.acc_mean) and not math.isnan(r.em_mean):
+        return _pct(r.em_mean, r.em_std, r.n_seeds)
+    return _pct(r.acc_mean, r.acc_std, r.n_seeds)
 
 
 def _diverged(r: Any) -> str:
@@ -217,7 +231,24 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
                 f"{_count(r['val_examples'])} / {_count(r['test_examples'])}",
             ),
         ]
-        if r["max_length"]:
+        if r["dataset"] == "squad":
+            items[1] = (
+                "training examples",
+                f"{int(r['train_examples']):,} windows of {int(r['train_questions']):,} questions",
+            )
+            items[2] = (
+                "validation / test questions",
+                f"{_count(r['val_questions'])} / {_count(r['test_questions'])} "
+                "(validation: held-out training articles; test: SQuAD v1.1 dev)",
+            )
+            items.append(
+                (
+                    "input",
+                    f"question + context windows of {int(r['max_length'])} tokens, "
+                    f"stride {int(r['doc_stride'])}; answers: n-best 20, at most 30 tokens",
+                )
+            )
+        elif r["max_length"]:
             items.append(
                 ("input", f"{int(r['max_length'])} tokens, truncation {r['truncation']}")
             )
@@ -262,7 +293,7 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
             f"\\newcommand{{{macro_name(task, 'lr')}}}{{{r['lr']:g}}}",
             f"\\newcommand{{{macro_name(task, 'train examples')}}}{{{int(r['train_examples']):,}}}",
             f"\\newcommand{{{macro_name(task, 'target')}}}{{{100 * r['target_value']:g}\\%}}"
-            if r["target_metric"] == "val_accuracy"
+            if r["target_metric"] != "val_loss"
             else f"\\newcommand{{{macro_name(task, 'target')}}}{{{r['target_value']:g}}}",
         ]
     lines[-1] = r"\bottomrule"
@@ -279,9 +310,9 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
 
 
 def _same_trajectory(runs: pd.DataFrame, task: str, a: str, b: str) -> bool:
-    """Whether two schedules' runs of a task agree seed by seed in test accuracy,
+    """Whether two schedules' runs of a task agree seed by seed in the test score,
     final learning rate and decision counts (i.e. took the same decisions)."""
-    cols = ["seed", "test_accuracy", "final_lr", "lr_decreases", "lr_increases"]
+    cols = ["seed", "test_score", "final_lr", "lr_decreases", "lr_increases"]
     ra = runs[(runs["task"] == task) & (runs["scheduler"] == a)][cols].sort_values("seed")
     rb = runs[(runs["task"] == task) & (runs["scheduler"] == b)][cols].sort_values("seed")
     return len(ra) == len(rb) and ra.reset_index(drop=True).equals(rb.reset_index(drop=True))
@@ -290,8 +321,9 @@ def _same_trajectory(runs: pd.DataFrame, task: str, a: str, b: str) -> bool:
 def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str, str]:
     """Macros of the headline numbers and the results paragraph built from them.
 
-    Every sentence states a comparison as measured: the best adaptive schedule
-    against the best fixed baseline (by mean test accuracy), and epochs to target.
+    Every sentence states a comparison as measured: each adaptive schedule against
+    the best fixed baseline (by the mean of the task's ranking metric: test accuracy,
+    or F1 on SQuAD), and epochs to target.
     """
     summary = summarise(runs)
     macros = [
@@ -306,25 +338,27 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
             macros += [
                 f"\\newcommand{{{macro_name(task, sched, 'acc')}}}{{{100 * r.acc_mean:.2f}}}",
                 f"\\newcommand{{{macro_name(task, sched, 'f one')}}}{{{100 * r.f1_mean:.2f}}}",
+                f"\\newcommand{{{macro_name(task, sched, 'score')}}}{{{100 * r.score_mean:.2f}}}",
             ]
-        scored = block[block["acc_mean"].notna()]  # schedules with a completed run
+        metric = METRIC_WORDS.get(block["score_metric"].iloc[0], "test score")
+        scored = block[block["score_mean"].notna()]  # schedules with a completed run
         if len(scored):
-            best = scored["acc_mean"].idxmax()
+            best = scored["score_mean"].idxmax()
             text = [
-                f"On {tex_escape(task)}, the highest mean test accuracy over "
+                f"On {tex_escape(task)}, the highest mean {metric} over "
                 f"{int(block['n_seeds'].max())} seed(s) was reached by "
-                f"\\texttt{{{tex_escape(best)}}} (${100 * block.loc[best, 'acc_mean']:.2f}\\%$)."
+                f"\\texttt{{{tex_escape(best)}}} (${100 * block.loc[best, 'score_mean']:.2f}\\%$)."
             ]
         else:
             text = [f"On {tex_escape(task)}, no run completed."]
         base = [b for b in BASELINES if b in scored.index]
         adapt = [a for a in ADAPTIVE if a in scored.index]
         if base and adapt:
-            b = scored.loc[base, "acc_mean"].idxmax()
+            b = scored.loc[base, "score_mean"].idxmax()
             for a in adapt:
-                diff = 100 * (block.loc[a, "acc_mean"] - block.loc[b, "acc_mean"])
-                pooled = 100 * math.hypot(block.loc[a, "acc_std"], block.loc[b, "acc_std"])
-                acc_a, acc_b = 100 * block.loc[a, "acc_mean"], 100 * block.loc[b, "acc_mean"]
+                diff = 100 * (block.loc[a, "score_mean"] - block.loc[b, "score_mean"])
+                pooled = 100 * math.hypot(block.loc[a, "score_std"], block.loc[b, "score_std"])
+                acc_a, acc_b = 100 * block.loc[a, "score_mean"], 100 * block.loc[b, "score_mean"]
                 note = ""
                 if min(block.loc[a, "n_seeds"], block.loc[b, "n_seeds"]) < 2:
                     relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
@@ -355,7 +389,8 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
                     "per run (mean over seeds; at a bound the rate stays)."
                 )
                 text.append(
-                    f"\\texttt{{{tex_escape(a)}}} scored ${acc_a:.2f}\\%$, {relation} the best "
+                    f"\\texttt{{{tex_escape(a)}}} reached a {metric} of ${acc_a:.2f}\\%$, "
+                    f"{relation} the best "
                     f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$){note}; {speed}."
                     + decisions
                 )

@@ -55,7 +55,12 @@ import torch
 from transformers import TrainerCallback
 
 from uncertainty_lr.schedulers import UncertaintyLR
-from uncertainty_lr.signals import gradient_norm, mc_dropout_variance, predictive_variance
+from uncertainty_lr.signals import (
+    gradient_norm,
+    mc_dropout_variance,
+    predictive_variance,
+    span_predictive_variance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,34 @@ def classification_variance(outputs: Any, inputs: dict[str, torch.Tensor]) -> to
     """Predictive variance of a sequence-classification output's ``logits`` ``(B, C)``."""
     del inputs
     return predictive_variance(outputs.logits.detach())
+
+
+def span_variance_fn(
+    sep_token_id: int,
+) -> Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]:
+    """A ``variance_fn`` for extractive question answering (``start_logits`` and
+    ``end_logits`` ``(B, L)``): :func:`~uncertainty_lr.signals.span_predictive_variance`
+    over the context tokens only.
+
+    The context of a ``[CLS] question [SEP] context [SEP]`` input (also
+    ``<s> question </s></s> context </s>``) is every attended token after the first
+    separator that is not itself a separator; question, special and padding tokens
+    are masked out of the start and end distributions.
+
+    Args:
+        sep_token_id: the tokenizer's separator id (``tokenizer.sep_token_id``).
+    """
+
+    def variance(outputs: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = inputs["input_ids"]
+        attended = inputs.get("attention_mask", torch.ones_like(ids)).bool()
+        is_sep = ids == sep_token_id
+        context = (is_sep.cumsum(dim=1) >= 1) & ~is_sep & attended
+        return span_predictive_variance(
+            outputs.start_logits.detach(), outputs.end_logits.detach(), context
+        )
+
+    return variance
 
 
 class UncertaintyCallback(TrainerCallback):

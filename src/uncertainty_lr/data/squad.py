@@ -1,0 +1,505 @@
+"""SQuAD v1.1 extractive question answering (Rajpurkar et al. 2016).
+
+Splits (offline, the vendored files of ``data/raw/squad``): the official dev set
+(10,570 questions) is the evaluation ("test") set, or the first ``test_subset``
+questions of a fixed random order of it; the 11,877-question train subset is split
+*by article* with a fixed seed (independent of the run's seed) into validation
+(whole articles, at least :data:`VALIDATION_SIZE` questions) and training, so no
+paragraph is shared. ``train_subset`` / ``val_subset`` take the first N questions
+of a fixed random order. With ``source="hub"``, ``datasets.load_dataset("squad")``
+gives the full train set (87,599 questions) and the same dev set.
+
+Model inputs follow the standard recipe for extractive QA with a fast tokenizer
+(:func:`tokenize_windows`): ``[CLS] question [SEP] context [SEP]``, truncating the
+context only, long contexts split into overlapping windows (``doc_stride`` tokens
+shared by consecutive windows), the answer's character span mapped to token
+positions through the offset mapping; a window that does not contain the whole
+answer is labelled with the ``[CLS]`` position (the usual "no answer here" label).
+:func:`postprocess_predictions` maps start/end logits back to text (n-best spans
+per window, best valid span over all windows of a question) and
+:func:`squad_scores` computes exact match and F1 with the official v1.1 rules
+(torchmetrics' implementation of the official script).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uncertainty_lr.data.checksums import DataFileError, verify_folder
+from uncertainty_lr.paths import raw_data_dir
+
+FILES = {"train": "train-v1.1-subset.json.gz", "dev": "dev-v1.1.json.gz"}
+DEV_SIZE = 10_570
+"""Questions of the official dev set (the test set here)."""
+TRAIN_FILE_SIZE = 11_877
+"""Questions of the vendored train subset (before the validation articles are held out)."""
+VALIDATION_SIZE = 1_000
+"""Fewest questions of the held-out validation articles."""
+VALIDATION_QUESTIONS = 1_116
+"""Questions of the held-out validation articles of the vendored train subset (7
+articles; a test pins it)."""
+TRAIN_SIZE = TRAIN_FILE_SIZE - VALIDATION_QUESTIONS
+"""Training questions offline (the most ``train_subset`` may ask for)."""
+SPLIT_SEED = 20_160_605  # fixed: the same validation articles and subsets for every run
+N_BEST = 20
+"""Start and end candidates kept per window in post-processing (the usual value)."""
+MAX_ANSWER_LENGTH = 30
+"""Longest answer span in tokens considered in post-processing (the usual value)."""
+HOW_TO_GET = (
+    "Restore the vendored copy with `git checkout data/raw/squad`, or download the "
+    "official SQuAD v1.1 files (rajpurkar.github.io/SQuAD-explorer/) and check them "
+    "against data/raw/squad/README.md."
+)
+
+
+@dataclass(frozen=True)
+class QAExample:
+    """One SQuAD question.
+
+    Attributes:
+        id: the official question id.
+        title: the Wikipedia article's title.
+        context: the paragraph.
+        question: the question text.
+        answers: the gold answer texts (1 in train, usually 3 in dev).
+        answer_starts: character offset of each answer in ``context``.
+    """
+
+    id: str
+    title: str
+    context: str
+    question: str
+    answers: tuple[str, ...]
+    answer_starts: tuple[int, ...]
+
+
+@dataclass
+class QASplits:
+    """Training, validation and test questions (lists of :class:`QAExample`)."""
+
+    train: list[QAExample]
+    val: list[QAExample]
+    test: list[QAExample]
+
+
+@dataclass
+class Windows:
+    """Tokenized windows of a list of questions (output of :func:`tokenize_windows`).
+
+    Attributes:
+        features: one dict per window: ``input_ids``, ``attention_mask`` (and
+            ``token_type_ids`` if the tokenizer makes them), lists of ints, unpadded;
+            with ``start_positions`` and ``end_positions`` (token indices; the
+            ``[CLS]`` index when the window lacks the whole first answer) when
+            labelled.
+        example_index: per window, the index of its question in the input list.
+        offsets: per window and token, the ``(start, end)`` character span in the
+            context, or None for question, special and padding tokens.
+        has_answer: per window, whether it contains the whole first answer.
+    """
+
+    features: list[dict[str, Any]]
+    example_index: list[int]
+    offsets: list[list[tuple[int, int] | None]]
+    has_answer: list[bool] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def verify_squad_files(root: str | Path | None = None) -> Path:
+    """Check that both vendored files exist and match ``SHA256SUMS``.
+
+    Returns:
+        The folder checked.
+
+    Raises:
+        DataFileError: naming the missing or corrupt file and how to restore it.
+    """
+    folder = Path(root) if root is not None else raw_data_dir() / "squad"
+    return verify_folder(folder, tuple(FILES.values()), HOW_TO_GET)
+
+
+def parse_squad(data: Any, name: str = "SQuAD data") -> list[QAExample]:
+    """Questions of a SQuAD v1.1 JSON document, checked.
+
+    Args:
+        data: the parsed JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
+            "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``).
+        name: how to name the source in errors (e.g. the file path).
+
+    Returns:
+        One :class:`QAExample` per question, in file order.
+
+    Raises:
+        DataFileError: a missing field, a question without answers, or an
+            ``answer_start`` at which the context does not contain the answer text
+            (the error names the question id).
+    """
+    problems = []
+    out = []
+    try:
+        articles = data["data"]
+        for article in articles:
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    answers = qa["answers"]
+                    if not answers:
+                        problems.append(f"question {qa['id']} has no answer")
+                        continue
+                    texts = tuple(a["text"] for a in answers)
+                    starts = tuple(int(a["answer_start"]) for a in answers)
+                    for text, start in zip(texts, starts):
+                        if context[start : start + len(text)] != text:
+                            problems.append(
+                                f"question {qa['id']}: answer {text!r} is not at "
+                                f"answer_start {start} of its context"
+                            )
+                    out.append(
+                        QAExample(
+                            id=str(qa["id"]),
+                            title=str(article.get("title", "")),
+                            context=context,
+                            question=qa["question"],
+                            answers=texts,
+                            answer_starts=starts,
+                        )
+                    )
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataFileError(
+            f"{name} is not SQuAD v1.1 JSON (missing or malformed field: {err!r}). {HOW_TO_GET}"
+        ) from err
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataFileError(f"{name} is malformed: {shown}{more}. {HOW_TO_GET}")
+    return out
+
+
+def read_squad_file(path: str | Path) -> list[QAExample]:
+    """Read and check a SQuAD v1.1 JSON file (``.json`` or ``.json.gz``).
+
+    Raises:
+        DataFileError: missing, unreadable, not JSON, or malformed (:func:`parse_squad`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"data file {path} is missing. {HOW_TO_GET}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataFileError(f"data file {path} cannot be read as JSON ({err}). {HOW_TO_GET}") from err
+    return parse_squad(data, str(path))
+
+
+def split_by_article(
+    examples: Sequence[QAExample], val_size: int, seed: int = SPLIT_SEED
+) -> tuple[list[QAExample], list[QAExample]]:
+    """Hold out whole articles until they hold at least ``val_size`` questions.
+
+    Articles are taken in a ``numpy.random.default_rng(seed)`` permutation of their
+    titles (sorted first, so the result does not depend on file order).
+
+    Returns:
+        ``(train, val)``, each in the input order.
+    """
+    titles = sorted({e.title for e in examples})
+    counts = {t: 0 for t in titles}
+    for e in examples:
+        counts[e.title] += 1
+    held: set[str] = set()
+    total = 0
+    for i in np.random.default_rng(seed).permutation(len(titles)):
+        if total >= val_size:
+            break
+        held.add(titles[i])
+        total += counts[titles[i]]
+    train = [e for e in examples if e.title not in held]
+    val = [e for e in examples if e.title in held]
+    return train, val
+
+
+def _first(examples: list[QAExample], n: int, seed: int) -> list[QAExample]:
+    """The first ``n`` questions of a fixed random order (all, in that order, if n == 0)."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    if n:
+        order = order[:n]
+    return [examples[i] for i in order]
+
+
+def _from_hub() -> tuple[list[QAExample], list[QAExample]]:
+    """Train and dev questions of ``datasets.load_dataset("squad")``."""
+    try:
+        from datasets import load_dataset  # noqa: PLC0415
+    except ImportError as err:  # pragma: no cover - the hub source is optional
+        raise DataFileError("data_source 'hub' needs the `datasets` package") from err
+    ds = load_dataset("squad")
+
+    def convert(split: Any) -> list[QAExample]:
+        return [
+            QAExample(
+                id=r["id"],
+                title=r["title"],
+                context=r["context"],
+                question=r["question"],
+                answers=tuple(r["answers"]["text"]),
+                answer_starts=tuple(int(s) for s in r["answers"]["answer_start"]),
+            )
+            for r in split
+        ]
+
+    return convert(ds["train"]), convert(ds["validation"])
+
+
+def load_squad(
+    source: str = "local",
+    train_subset: int = 0,
+    val_subset: int = 0,
+    test_subset: int = 0,
+    root: str | Path | None = None,
+) -> QASplits:
+    """The three splits of the study (see the module docs).
+
+    Args:
+        source: ``"local"`` (vendored files, checked against ``SHA256SUMS``) or
+            ``"hub"`` (``datasets.load_dataset("squad")``).
+        train_subset, val_subset, test_subset: keep the first N questions of each
+            split's fixed random order (0: all, still in that order).
+        root: folder of the vendored files (default ``data/raw/squad``).
+
+    Raises:
+        DataFileError: missing, corrupt or malformed files.
+        ValueError: a subset larger than its split.
+    """
+    if source == "local":
+        folder = verify_squad_files(root)
+        train_all = read_squad_file(folder / FILES["train"])
+        dev = read_squad_file(folder / FILES["dev"])
+    elif source == "hub":
+        train_all, dev = _from_hub()
+    else:
+        raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
+    train, val = split_by_article(train_all, VALIDATION_SIZE)
+    for name, n, split in (("train", train_subset, train), ("val", val_subset, val), ("test", test_subset, dev)):
+        if n > len(split):
+            raise ValueError(
+                f"{name}_subset {n} exceeds the {len(split):,} questions of the {name} split"
+            )
+    return QASplits(
+        train=_first(train, train_subset, SPLIT_SEED),
+        val=_first(val, val_subset, SPLIT_SEED + 1),
+        test=_first(dev, test_subset, SPLIT_SEED + 2),
+    )
+
+
+def _question_limit(tokenizer: Any, questions: list[str], limit: int) -> list[str]:
+    """Questions cut to at most ``limit`` tokens (at a token boundary), so the context
+    keeps room in every window."""
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    out = []
+    for q, offsets in zip(questions, enc["offset_mapping"]):
+        out.append(q[: offsets[limit - 1][1]] if len(offsets) > limit else q)
+    return out
+
+
+def tokenize_windows(
+    tokenizer: Any,
+    examples: Sequence[QAExample],
+    max_length: int,
+    doc_stride: int,
+    labelled: bool = True,
+) -> Windows:
+    """Windows of ``question + context`` for an extractive QA model (module docs).
+
+    Args:
+        tokenizer: a fast ``transformers`` tokenizer (offset mapping needed).
+        examples: the questions.
+        max_length: tokens per window, special tokens included.
+        doc_stride: tokens shared by consecutive windows of one context (the
+            overlap, as in Hugging Face's ``stride``).
+        labelled: add ``start_positions`` / ``end_positions`` (of each question's
+            first answer).
+
+    Returns:
+        :class:`Windows`, in question order.
+
+    Raises:
+        ValueError: a slow tokenizer, or ``max_length`` / ``doc_stride`` that leave
+            no room for the context.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("tokenize_windows needs a fast tokenizer (offset mapping)")
+    question_limit = max_length // 4
+    if not 0 <= doc_stride < max_length - question_limit - 3 - 8:
+        raise ValueError(
+            f"doc_stride {doc_stride} must be >= 0 and leave room for new context in a "
+            f"{max_length}-token window (questions use up to {question_limit} tokens)"
+        )
+    questions = _question_limit(tokenizer, [e.question.lstrip() for e in examples], question_limit)
+    enc = tokenizer(
+        questions,
+        [e.context for e in examples],
+        truncation="only_second",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+        verbose=False,
+    )
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    windows = Windows(features=[], example_index=[], offsets=[], has_answer=[])
+    for w, example_i in enumerate(enc["overflow_to_sample_mapping"]):
+        sequence_ids = enc.sequence_ids(w)
+        offsets = [
+            tuple(o) if sid == 1 else None for o, sid in zip(enc["offset_mapping"][w], sequence_ids)
+        ]
+        feature = {k: list(enc[k][w]) for k in keys}
+        contains = False
+        if labelled:
+            e = examples[example_i]
+            start_char = e.answer_starts[0]
+            end_char = start_char + len(e.answers[0])
+            start, end, contains = answer_token_span(offsets, start_char, end_char)
+            if not contains:
+                cls = tokenizer.cls_token_id
+                start = end = feature["input_ids"].index(cls) if cls in feature["input_ids"] else 0
+            feature["start_positions"] = start
+            feature["end_positions"] = end
+        windows.features.append(feature)
+        windows.example_index.append(int(example_i))
+        windows.offsets.append(offsets)
+        windows.has_answer.append(contains)
+    return windows
+
+
+def answer_token_span(
+    offsets: Sequence[tuple[int, int] | None], start_char: int, end_char: int
+) -> tuple[int, int, bool]:
+    """Token span of a character span ``[start_char, end_char)`` of the context.
+
+    Args:
+        offsets: per token, its character span in the context or None (not context).
+        start_char, end_char: the answer's span (end exclusive).
+
+    Returns:
+        ``(start_token, end_token, contained)``: the first token whose span ends
+        after ``start_char`` and the last whose span starts before ``end_char``
+        (inclusive indices); ``contained`` is False (and the indices -1) when the
+        window's context does not cover the whole answer.
+    """
+    context = [i for i, o in enumerate(offsets) if o is not None]
+    if not context:
+        return -1, -1, False
+    first, last = context[0], context[-1]
+    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+        return -1, -1, False
+    start = next(i for i in context if offsets[i][1] > start_char)
+    end = next(i for i in reversed(context) if offsets[i][0] < end_char)
+    return start, end, True
+
+
+def postprocess_predictions(
+    examples: Sequence[QAExample],
+    windows: Windows,
+    start_logits: np.ndarray | Sequence[Sequence[float]],
+    end_logits: np.ndarray | Sequence[Sequence[float]],
+    n_best: int = N_BEST,
+    max_answer_length: int = MAX_ANSWER_LENGTH,
+) -> dict[str, str]:
+    """Answer text of each question from its windows' start/end scores.
+
+    In each window the ``n_best`` highest start and end positions are paired; a pair
+    is valid when both tokens lie in the context, the end is not before the start,
+    and the span has at most ``max_answer_length`` tokens. The valid pair with the
+    highest ``start_logit + end_logit`` over all windows of the question wins; its
+    text is the context between the start token's first and the end token's last
+    character. A question without any valid pair gets the empty answer.
+
+    Args:
+        examples: the questions, as given to :func:`tokenize_windows`.
+        windows: their windows.
+        start_logits, end_logits: ``(W, L)`` scores per window and token (``L`` at
+            least each window's length; positions beyond it are ignored, e.g. the
+            ``-100`` padding of ``Trainer.predict``).
+        n_best: candidates per window for the start and for the end.
+        max_answer_length: longest span in tokens.
+
+    Returns:
+        ``{question id: answer text}`` for every question.
+
+    Raises:
+        ValueError: fewer score rows than windows.
+    """
+    start_logits = np.asarray(start_logits, dtype=np.float64)
+    end_logits = np.asarray(end_logits, dtype=np.float64)
+    if start_logits.shape[0] != len(windows) or end_logits.shape[0] != len(windows):
+        raise ValueError(
+            f"{len(windows)} windows but {start_logits.shape[0]} / {end_logits.shape[0]} score rows"
+        )
+    best: dict[int, tuple[float, str]] = {}
+    for w, (i, offsets) in enumerate(zip(windows.example_index, windows.offsets)):
+        n = len(offsets)
+        valid = np.array([o is not None for o in offsets])
+        sl = np.where(valid, start_logits[w, :n], -np.inf)
+        el = np.where(valid, end_logits[w, :n], -np.inf)
+        starts = np.argsort(-sl, kind="stable")[:n_best]
+        ends = np.argsort(-el, kind="stable")[:n_best]
+        context = examples[i].context
+        for s in starts:
+            if not valid[s]:
+                continue
+            for e in ends:
+                if not valid[e] or e < s or e - s + 1 > max_answer_length:
+                    continue
+                score = sl[s] + el[e]
+                if i not in best or score > best[i][0]:
+                    best[i] = (float(score), context[offsets[s][0] : offsets[e][1]])
+    return {ex.id: best[i][1] if i in best else "" for i, ex in enumerate(examples)}
+
+
+def squad_scores(predictions: dict[str, str], examples: Sequence[QAExample]) -> dict[str, float]:
+    """Exact match and F1 of predicted answers, SQuAD v1.1 rules.
+
+    The official evaluation script's rules (Rajpurkar et al. 2016), as implemented by
+    ``torchmetrics.functional.text.squad``: answers are normalised (lower case,
+    punctuation removed, the articles a/an/the removed, whitespace collapsed); EM is
+    1 if the normalised prediction equals a normalised gold answer; F1 is the
+    token-overlap F1 of the bags of normalised tokens; both take the maximum over
+    the question's gold answers and are averaged over questions.
+
+    Args:
+        predictions: ``{question id: answer text}``; every question needs one.
+        examples: the questions with their gold answers.
+
+    Returns:
+        ``{"exact_match": float, "f1": float}`` as fractions in ``[0, 1]`` (the
+        official script reports percentages).
+
+    Raises:
+        ValueError: no questions, or a question without a prediction.
+    """
+    from torchmetrics.functional.text import squad  # noqa: PLC0415
+
+    if not examples:
+        raise ValueError("squad_scores needs at least one question")
+    missing = [e.id for e in examples if e.id not in predictions]
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} question(s), e.g. {missing[0]}")
+    preds = [{"prediction_text": predictions[e.id], "id": e.id} for e in examples]
+    target = [
+        {"answers": {"answer_start": list(e.answer_starts), "text": list(e.answers)}, "id": e.id}
+        for e in examples
+    ]
+    scores = squad(preds, target)
+    return {"exact_match": float(scores["exact_match"]) / 100.0, "f1": float(scores["f1"]) / 100.0}
