@@ -275,8 +275,13 @@ def test_trainer_question_answering_run_writes_exact_match_and_f1(tiny_checkpoin
     from uncertainty_lr.hf_backend import train_transformer
 
     metrics = train_transformer(
-        qa_settings(tiny_checkpoint, scheduler="uncertainty-variance", warmup_steps=0,
-                    scheduler_params={"threshold": 1e-9}),
+        qa_settings(
+            tiny_checkpoint,
+            scheduler="uncertainty-variance",
+            warmup_steps=0,
+            scheduler_params={"threshold": 1e-9},
+            group_by_length=True,  # Hugging Face's length-grouped sampler
+        ),
         tmp_path,
     )
     assert metrics["status"] == "completed"
@@ -297,3 +302,13 @@ def test_trainer_question_answering_run_writes_exact_match_and_f1(tiny_checkpoin
     # the span variance fed the schedule: a decision per evaluation interval, each a
     # decrease (threshold below any variance)
     assert metrics["lr_decisions"]["decreases"] == metrics["steps"] // 2
+
+
+def test_predictions_out_of_window_order_are_refused():
+    from uncertainty_lr.hf_backend import _check_window_order
+
+    features = [{"start_positions": s, "end_positions": e} for s, e in [(0, 0), (5, 7), (9, 9)]]
+    windows = Windows(features=features, example_index=[0, 0, 1], offsets=[[], [], []])
+    _check_window_order(windows, (np.array([0, 5, 9]), np.array([0, 7, 9])))
+    with pytest.raises(RuntimeError, match="not in the order of the 3 windows"):
+        _check_window_order(windows, (np.array([5, 0, 9]), np.array([7, 0, 9])))

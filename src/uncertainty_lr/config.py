@@ -161,7 +161,7 @@ def preflight(config: dict[str, Any]) -> None:
                         "transformer uses its checkpoint's tokenizer and architecture); remove it"
                     )
         else:
-            for key in ("warmup_steps", "warmup_ratio", "pretrained", "precision"):
+            for key in ("warmup_steps", "warmup_ratio", "pretrained", "precision", "group_by_length"):
                 if key in t:
                     problems.append(
                         f"  - tasks/{task}/{key}: applies to model 'transformer' only; remove it"
@@ -374,6 +374,7 @@ class RunSettings:
     offline: bool = True
     num_processes: int = 1
     doc_stride: int = 128
+    group_by_length: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -511,4 +512,5 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
         # settings are Snakemake params: a change would rerun the runs)
         num_processes=int(config["processes_per_run"]) if t["model"] in HF_MODELS else 1,
         doc_stride=int(t.get("doc_stride", 128)),
+        group_by_length=bool(t.get("group_by_length", False)),
     )

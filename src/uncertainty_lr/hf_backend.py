@@ -336,14 +336,15 @@ def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> 
 
     train, val, test = windows(splits.train), windows(splits.val), windows(splits.test)
 
-    def scores(examples: list[squad.QAExample], w: squad.Windows, predictions: Any) -> dict:
-        start_logits, end_logits = predictions[:2]
+    def scores(examples: list[squad.QAExample], w: squad.Windows, p: Any) -> dict:
+        _check_window_order(w, p.label_ids)
+        start_logits, end_logits = p.predictions[:2]
         answers = squad.postprocess_predictions(examples, w, start_logits, end_logits)
         return squad.squad_scores(answers, examples)
 
     def test_metrics(prediction: Any) -> dict[str, Any]:
         loss = prediction.metrics.get("test_loss", math.nan)
-        return {"loss": float(loss), **scores(splits.test, test, prediction.predictions)}
+        return {"loss": float(loss), **scores(splits.test, test, prediction)}
 
     return TransformerTask(
         model_class=AutoModelForQuestionAnswering,
@@ -352,7 +353,7 @@ def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> 
         val_set=val.features,
         test_set=test.features,
         metric_names=("exact_match", "f1"),
-        compute_metrics=lambda p: scores(splits.val, val, p.predictions),
+        compute_metrics=lambda p: scores(splits.val, val, p),
         test_metrics=test_metrics,
         variance_fn=span_variance_fn(tokenizer.sep_token_id),
         info={
@@ -365,6 +366,41 @@ def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> 
             "max_answer_length": squad.MAX_ANSWER_LENGTH,
         },
     )
+
+
+def _check_window_order(windows: squad.Windows, label_ids: Any) -> None:
+    """Refuse predictions that are not in window order (their labels must be the
+    windows' own, in order): post-processing maps row ``i`` to window ``i``.
+
+    Raises:
+        RuntimeError: the evaluation loop reordered or dropped windows.
+    """
+    expected = np.array([[f["start_positions"], f["end_positions"]] for f in windows.features])
+    got = np.stack([np.asarray(label_ids[0]), np.asarray(label_ids[1])], axis=1)
+    if got.shape != expected.shape or not np.array_equal(got, expected):
+        raise RuntimeError(
+            f"the evaluation returned {len(got)} predictions not in the order of the "
+            f"{len(expected)} windows; evaluation must use a sequential sampler"
+        )
+
+
+def _make_trainer_class() -> type:
+    """``Trainer`` whose evaluation always reads the data in order.
+
+    transformers 5.x evaluates with the length-grouped sampler too when
+    ``train_sampling_strategy="group_by_length"``; question-answering
+    post-processing needs the windows in order (:func:`_check_window_order`).
+    """
+    from torch.utils.data import SequentialSampler  # noqa: PLC0415
+    from transformers import Trainer  # noqa: PLC0415
+
+    class OrderedEvalTrainer(Trainer):
+        def _get_eval_sampler(self, eval_dataset):  # noqa: ANN001, ANN202
+            if eval_dataset is None or self.args.world_size > 1:
+                return None  # as Trainer's: accelerate shards the data in order
+            return SequentialSampler(eval_dataset)
+
+    return OrderedEvalTrainer
 
 
 TASK_BUILDERS: dict[str, Callable[[RunSettings, Any, int], TransformerTask]] = {
@@ -444,7 +480,6 @@ def train_transformer(
     from transformers import (  # noqa: PLC0415
         AutoTokenizer,
         DataCollatorWithPadding,
-        Trainer,
         TrainingArguments,
     )
 
@@ -525,11 +560,12 @@ def train_transformer(
         data_seed=s.seed,
         use_cpu=device.type == "cpu",
         bf16=s.precision == "bf16",
+        train_sampling_strategy="group_by_length" if s.group_by_length else "random",
         dataloader_num_workers=0,
         report_to="none",
         disable_tqdm=not progress,
     )
-    trainer = Trainer(
+    trainer = _make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,

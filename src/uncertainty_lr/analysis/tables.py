@@ -258,7 +258,11 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
                 f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}"
                 + (f", gradient clipping at norm {r['max_grad_norm']:g}" if r["max_grad_norm"] else ""),
             ),
-            ("batch size", f"{int(r['batch_size'])}"),
+            (
+                "batch size",
+                f"{int(r['batch_size'])}"
+                + (", length-grouped batches" if r.get("group_by_length", False) else ""),
+            ),
             ("epochs", f"{int(r['epochs'])} ({int(r['steps_per_epoch'])} optimizer steps each)"),
             (
                 "validation",

@@ -1,0 +1,142 @@
+"""Training throughput of the Trainer backend's schedule against Trainer's own (not a
+test): what the uncertainty schedule and its callback cost per optimizer step.
+
+Two arms on the same model (the offline MiniLM-L6 checkpoint with a new
+classification head), the same real IMDB reviews (128 tokens, head + tail) and the
+same batch size, in one process:
+
+- ``plain``: ``Trainer`` with its built-in linear schedule (``lr_scheduler_type=
+  "linear"``, linear warmup) and its own gradient clipping at norm 1;
+- ``uncertainty``: the study's path, ``Trainer(optimizers=(AdamW, schedule))`` with
+  the registry's ``uncertainty-variance`` schedule after a linear warmup, the
+  :class:`~uncertainty_lr.integrations.hf.UncertaintyCallback` measuring the pre-clip
+  gradient norm (and clipping at 1) and the predictive variance of every step.
+
+The arms alternate (plain, uncertainty, plain, ...) for ``--repeats`` rounds of
+``--steps`` optimizer steps each, from the same initial weights; the throughput of
+an arm is the median over rounds of ``train_samples_per_second`` reported by
+``Trainer.train``. No evaluation and no checkpoints in either arm.
+
+Usage: python benchmarks/bench_trainer.py [--steps 12] [--repeats 3] [--threads 1]
+Writes benchmarks/out/bench_trainer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from uncertainty_lr.data.imdb import load_imdb_reviews
+from uncertainty_lr.pretrained import resolve_pretrained
+
+BATCH = 32
+
+
+def run_arm(arm: str, path: str, tokenizer, data: list, steps: int, out: str) -> float:
+    """Train ``steps`` optimizer steps in one arm; returns samples per second."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from uncertainty_lr.integrations.hf import UncertaintyCallback
+    from uncertainty_lr.schedulers import build_scheduler, uncertainty_part
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    common = dict(
+        output_dir=out,
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        warmup_steps=2,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    tokenizer_collator = DataCollatorWithPadding(tokenizer)
+    if arm == "plain":
+        args = TrainingArguments(lr_scheduler_type="linear", max_grad_norm=1.0, **common)
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=tokenizer_collator)
+    else:
+        args = TrainingArguments(max_grad_norm=0.0, **common)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        scheduler, spec = build_scheduler(
+            "uncertainty-variance",
+            optimizer,
+            epochs=1,
+            steps_per_epoch=steps,
+            interval="step",
+            warmup_steps=2,
+            decision_interval=4,
+        )
+        callback = UncertaintyCallback(
+            uncertainty_part(scheduler), signal=spec.signal, clip_grad_norm=1.0
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            data_collator=tokenizer_collator,
+            optimizers=(optimizer, scheduler),
+            callbacks=[callback],
+        )
+    result = trainer.train()
+    return float(result.metrics["train_samples_per_second"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per arm")
+    parser.add_argument("--threads", type=int, default=1)
+    a = parser.parse_args()
+    torch.set_num_threads(a.threads)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import AutoTokenizer
+
+    from uncertainty_lr.hf_backend import encode_reviews
+
+    path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    reviews = load_imdb_reviews(train_subset=BATCH * a.steps)
+    data = encode_reviews(tokenizer, reviews.train_text, reviews.train_label, 128, "head_tail")
+    rates: dict[str, list[float]] = {"plain": [], "uncertainty": []}
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(a.repeats):
+            for arm in rates:
+                rates[arm].append(run_arm(arm, path, tokenizer, data, a.steps, out))
+                print(f"{arm}: {rates[arm][-1]:.2f} samples/s", flush=True)
+    median = {arm: statistics.median(r) for arm, r in rates.items()}
+    cost = 1.0 - median["uncertainty"] / median["plain"]
+    result = {
+        "samples_per_second": rates,
+        "median_samples_per_second": median,
+        "cost_of_uncertainty_schedule": cost,
+        "steps": a.steps,
+        "repeats": a.repeats,
+        "batch_size": BATCH,
+        "threads": a.threads,
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result, indent=2))
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "bench_trainer.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
