@@ -196,6 +196,27 @@ def test_postprocessing_picks_the_best_valid_span_across_two_windows():
     assert postprocess_predictions([e], windows, start, end, max_answer_length=4) == {
         "q": "gamma delta epsilon zeta"
     }
+    # scores of a diverged model, or of the wrong shape, are refused
+    start[0, 3] = np.nan
+    with pytest.raises(ValueError, match="non-finite start or end scores in window 0"):
+        postprocess_predictions([e], windows, start, end)
+    with pytest.raises(ValueError, match=r"shape \(windows, tokens\) = \(2, >= 7\)"):
+        postprocess_predictions([e], windows, end[:, :5], end[:, :5])
+
+
+def test_bad_subsets_and_settings_are_refused_before_any_work():
+    from uncertainty_lr.config import ConfigError, RunSettings
+
+    settings = qa_settings("checkpoint").to_dict()
+    with pytest.raises(ValueError, match="train_subset must be an integer >= 0"):
+        load_squad(train_subset=-1)
+    with pytest.raises(ValueError, match="test_subset 20000 exceeds the 10,570 questions"):
+        load_squad(test_subset=20_000)
+    # the notebook's settings get the config's cross-field checks too
+    with pytest.raises(ConfigError, match="'val_accuracy' is not measured on 'squad'"):
+        RunSettings.from_dict({**settings, "target_metric": "val_accuracy"})
+    with pytest.raises(ConfigError, match="a val_f1 target is a fraction in"):
+        RunSettings.from_dict({**settings, "target_value": 40})
 
 
 def test_malformed_files_are_refused_with_the_question_named(tmp_path):
@@ -208,10 +229,24 @@ def test_malformed_files_are_refused_with_the_question_named(tmp_path):
     bad["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 2
     with pytest.raises(DataFileError, match="question q1: answer 'cat' is not at answer_start 2"):
         parse_squad(bad, "x.json")
+    for start, why in [(-9, "is not at answer_start -9"), ("4", "answer_start '4' is not an integer"),
+                       (True, "answer_start True is not an integer")]:
+        bad["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = start
+        with pytest.raises(DataFileError, match=f"question q1: .*{why}"):
+            parse_squad(bad)
+    twice = json.loads(json.dumps(good))
+    qas = twice["data"][0]["paragraphs"][0]["qas"]
+    qas.append(dict(qas[0]))
+    with pytest.raises(DataFileError, match="question id q1 occurs twice"):
+        parse_squad(twice)
     missing = json.loads(json.dumps(good))
     del missing["data"][0]["paragraphs"][0]["context"]
-    with pytest.raises(DataFileError, match="not SQuAD v1.1 JSON.*context"):
+    with pytest.raises(DataFileError, match=r"data\[0\]\.paragraphs\[0\]: expected a .context. string"):
         parse_squad(missing)
+    with pytest.raises(DataFileError, match="top level"):
+        parse_squad([good])
+    with pytest.raises(DataFileError, match="holds no questions"):
+        parse_squad({"data": []})
     path = tmp_path / "broken.json.gz"
     path.write_bytes(gzip.compress(b'{"data": [')[:-8])
     with pytest.raises(DataFileError, match="cannot be read as JSON"):

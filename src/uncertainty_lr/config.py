@@ -114,7 +114,7 @@ def preflight(config: dict[str, Any]) -> None:
         elif target["metric"] != "val_loss" and not 0 < target["value"] <= 1:
             problems.append(
                 f"  - tasks/{task}/target/value: a {target['metric']} target is a fraction "
-                f"in (0, 1] (e.g. 0.5 for F1 50%), got {target['value']}"
+                f"in (0, 1] (e.g. 0.85 for 85%), got {target['value']}"
             )
         allowed = MODEL_DATASETS[t["model"]]
         if t["dataset"] not in allowed:
@@ -196,14 +196,25 @@ def preflight(config: dict[str, Any]) -> None:
                     "only; remove it"
                 )
         if t["dataset"] == "squad":
-            length = t.get("max_length", 384)
+            from uncertainty_lr.data.squad import (  # noqa: PLC0415
+                DEFAULT_MAX_LENGTH,
+                MIN_MAX_LENGTH,
+                context_room,
+            )
+
+            length = t.get("max_length", DEFAULT_MAX_LENGTH)
             stride = t.get("doc_stride", 128)
-            room = length - length // 4 - 11  # the longest question and 3 special tokens
-            if stride >= room:
+            room = context_room(length)
+            if room < 1:
+                problems.append(
+                    f"  - tasks/{task}/max_length: {length} tokens leave no room for the "
+                    f"context after the question; use at least {MIN_MAX_LENGTH} (e.g. 256 or 384)"
+                )
+            elif stride >= room:
                 problems.append(
                     f"  - tasks/{task}/doc_stride: {stride} leaves no new context per "
                     f"{length}-token window (questions take up to {length // 4} tokens); "
-                    f"use a doc_stride below {room}, e.g. {length // 4}"
+                    f"use a doc_stride below {room}, e.g. {max(room // 2, 0)}"
                 )
         val_size = VAL_SIZES[t["dataset"]]
         if t.get("val_subset", 0) > val_size:
@@ -323,11 +334,26 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
             )
         ],
     ]
-    return [
+    problems = [
         f"  - {name}: {data[name]!r} is not {rule}"
         for name, ok, rule in rules
         if name in data and not ok(data[name])
     ]
+    if not problems and data.get("dataset") in DATASET_NAMES and "target_metric" in data:
+        from uncertainty_lr.tasks import target_metrics  # noqa: PLC0415
+
+        allowed = target_metrics(data["dataset"])
+        if data["target_metric"] not in allowed:
+            problems.append(
+                f"  - target_metric: {data['target_metric']!r} is not measured on "
+                f"{data['dataset']!r} (use one of {', '.join(allowed)})"
+            )
+        elif data["target_metric"] != "val_loss" and not 0 < data.get("target_value", 1) <= 1:
+            problems.append(
+                f"  - target_value: a {data['target_metric']} target is a fraction in (0, 1], "
+                f"got {data['target_value']}"
+            )
+    return problems
 
 
 @dataclass

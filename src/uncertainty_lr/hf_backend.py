@@ -487,7 +487,8 @@ def train_transformer(
 
     transformers.logging.set_verbosity_warning()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    max_length = s.max_length or min(int(tokenizer.model_max_length), 512)
+    default_length = squad.DEFAULT_MAX_LENGTH if s.dataset == "squad" else 512
+    max_length = s.max_length or min(int(tokenizer.model_max_length), default_length)
     task = TASK_BUILDERS[s.dataset](s, tokenizer, max_length)
     train_set, val_set, test_set = task.train_set, task.val_set, task.test_set
 

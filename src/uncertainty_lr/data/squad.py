@@ -127,6 +127,10 @@ def verify_squad_files(root: str | Path | None = None) -> Path:
     return verify_folder(folder, tuple(FILES.values()), HOW_TO_GET)
 
 
+def _malformed(name: str, where: str, problem: str) -> DataFileError:
+    return DataFileError(f"{name} is not SQuAD v1.1 JSON: {where}: {problem}. {HOW_TO_GET}")
+
+
 def parse_squad(data: Any, name: str = "SQuAD data") -> list[QAExample]:
     """Questions of a SQuAD v1.1 JSON document, checked.
 
@@ -139,48 +143,80 @@ def parse_squad(data: Any, name: str = "SQuAD data") -> list[QAExample]:
         One :class:`QAExample` per question, in file order.
 
     Raises:
-        DataFileError: a missing field, a question without answers, or an
-            ``answer_start`` at which the context does not contain the answer text
-            (the error names the question id).
+        DataFileError: a missing field or a field of the wrong type (named with its
+            place in the document), no questions at all, a duplicate question id, a
+            question without answers, an empty answer, or an ``answer_start`` (an
+            integer) at which the context does not contain the answer text (the error
+            names the question id).
     """
-    problems = []
-    out = []
-    try:
-        articles = data["data"]
-        for article in articles:
-            for paragraph in article["paragraphs"]:
-                context = paragraph["context"]
-                for qa in paragraph["qas"]:
-                    answers = qa["answers"]
-                    if not answers:
-                        problems.append(f"question {qa['id']} has no answer")
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise _malformed(name, "top level", 'expected an object with a "data" list')
+    problems: list[str] = []
+    out: list[QAExample] = []
+    seen: set[str] = set()
+    for a, article in enumerate(data["data"]):
+        where = f"data[{a}]"
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise _malformed(name, where, 'expected an object with a "paragraphs" list')
+        for p, paragraph in enumerate(article["paragraphs"]):
+            here = f"{where}.paragraphs[{p}]"
+            if not isinstance(paragraph, dict):
+                raise _malformed(name, here, "expected an object")
+            context, qas = paragraph.get("context"), paragraph.get("qas")
+            if not isinstance(context, str) or not isinstance(qas, list):
+                raise _malformed(name, here, 'expected a "context" string and a "qas" list')
+            for q, qa in enumerate(qas):
+                at = f"{here}.qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise _malformed(name, at, "expected an object")
+                qid, question, answers = qa.get("id"), qa.get("question"), qa.get("answers")
+                if not isinstance(qid, str) or not isinstance(question, str):
+                    raise _malformed(name, at, 'expected an "id" and a "question" string')
+                if not isinstance(answers, list):
+                    raise _malformed(name, at, 'expected an "answers" list')
+                if qid in seen:
+                    problems.append(f"question id {qid} occurs twice")
+                seen.add(qid)
+                if not answers:
+                    problems.append(f"question {qid} has no answer")
+                    continue
+                texts, starts = [], []
+                for ans in answers:
+                    text = ans.get("text") if isinstance(ans, dict) else None
+                    start = ans.get("answer_start") if isinstance(ans, dict) else None
+                    if not isinstance(text, str) or not text.strip():
+                        problems.append(f"question {qid}: an answer without text")
                         continue
-                    texts = tuple(a["text"] for a in answers)
-                    starts = tuple(int(a["answer_start"]) for a in answers)
-                    for text, start in zip(texts, starts):
-                        if context[start : start + len(text)] != text:
-                            problems.append(
-                                f"question {qa['id']}: answer {text!r} is not at "
-                                f"answer_start {start} of its context"
-                            )
+                    if isinstance(start, bool) or not isinstance(start, int):
+                        problems.append(f"question {qid}: answer_start {start!r} is not an integer")
+                        continue
+                    if not 0 <= start <= len(context) - len(text) or (
+                        context[start : start + len(text)] != text
+                    ):
+                        problems.append(
+                            f"question {qid}: answer {text!r} is not at answer_start {start} "
+                            "of its context"
+                        )
+                        continue
+                    texts.append(text)
+                    starts.append(start)
+                if len(texts) == len(answers):
                     out.append(
                         QAExample(
-                            id=str(qa["id"]),
+                            id=qid,
                             title=str(article.get("title", "")),
                             context=context,
-                            question=qa["question"],
-                            answers=texts,
-                            answer_starts=starts,
+                            question=question,
+                            answers=tuple(texts),
+                            answer_starts=tuple(starts),
                         )
                     )
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataFileError(
-            f"{name} is not SQuAD v1.1 JSON (missing or malformed field: {err!r}). {HOW_TO_GET}"
-        ) from err
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataFileError(f"{name} is malformed: {shown}{more}. {HOW_TO_GET}")
+    if not out:
+        raise DataFileError(f"{name} holds no questions. {HOW_TO_GET}")
     return out
 
 
@@ -281,6 +317,9 @@ def load_squad(
         DataFileError: missing, corrupt or malformed files.
         ValueError: a subset larger than its split.
     """
+    for label, n in (("train", train_subset), ("val", val_subset), ("test", test_subset)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{label}_subset must be an integer >= 0 (0: all), got {n!r}")
     if source == "local":
         folder = verify_squad_files(root)
         train_all = read_squad_file(folder / FILES["train"])
@@ -312,6 +351,20 @@ def _question_limit(tokenizer: Any, questions: list[str], limit: int) -> list[st
     return out
 
 
+DEFAULT_MAX_LENGTH = 384
+"""Window length when the config sets none (the usual value for BERT-family models)."""
+MIN_MAX_LENGTH = 32
+"""Shortest window that :func:`tokenize_windows` accepts."""
+
+
+def context_room(max_length: int) -> int:
+    """Context tokens in a window of ``max_length`` tokens when the question takes its
+    most (a quarter of the window), with 3 special tokens and a margin of 8; a
+    ``doc_stride`` must stay below it (so each window adds new context), and a
+    ``max_length`` below :data:`MIN_MAX_LENGTH` is refused."""
+    return max_length - max_length // 4 - 3 - 8 if max_length >= MIN_MAX_LENGTH else 0
+
+
 def tokenize_windows(
     tokenizer: Any,
     examples: Sequence[QAExample],
@@ -339,12 +392,19 @@ def tokenize_windows(
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("tokenize_windows needs a fast tokenizer (offset mapping)")
-    question_limit = max_length // 4
-    if not 0 <= doc_stride < max_length - question_limit - 3 - 8:
+    room = context_room(max_length)
+    if room < 1:
         raise ValueError(
-            f"doc_stride {doc_stride} must be >= 0 and leave room for new context in a "
-            f"{max_length}-token window (questions use up to {question_limit} tokens)"
+            f"max_length {max_length} leaves no room for context; use at least {MIN_MAX_LENGTH}"
         )
+    if not 0 <= doc_stride < room:
+        raise ValueError(
+            f"doc_stride {doc_stride} must be >= 0 and below {room}, the context tokens of a "
+            f"{max_length}-token window (questions use up to {max_length // 4} tokens)"
+        )
+    if not examples:
+        return Windows(features=[], example_index=[], offsets=[], has_answer=[])
+    question_limit = max_length // 4
     questions = _question_limit(tokenizer, [e.question.lstrip() for e in examples], question_limit)
     enc = tokenizer(
         questions,
@@ -439,18 +499,32 @@ def postprocess_predictions(
         ``{question id: answer text}`` for every question.
 
     Raises:
-        ValueError: fewer score rows than windows.
+        ValueError: scores not of shape ``(windows, >= longest window)``, windows that
+            refer to questions not given, non-finite scores on context tokens, or
+            ``n_best`` / ``max_answer_length`` below 1.
     """
     start_logits = np.asarray(start_logits, dtype=np.float64)
     end_logits = np.asarray(end_logits, dtype=np.float64)
-    if start_logits.shape[0] != len(windows) or end_logits.shape[0] != len(windows):
+    if n_best < 1 or max_answer_length < 1:
+        raise ValueError(f"n_best and max_answer_length must be >= 1, got {n_best}, {max_answer_length}")
+    longest = max((len(o) for o in windows.offsets), default=0)
+    for label, scores in (("start_logits", start_logits), ("end_logits", end_logits)):
+        if scores.ndim != 2 or scores.shape[0] != len(windows) or scores.shape[1] < longest:
+            raise ValueError(
+                f"{label} must have shape (windows, tokens) = ({len(windows)}, >= {longest}), "
+                f"got {scores.shape}"
+            )
+    if windows.example_index and not 0 <= max(windows.example_index) < len(examples):
         raise ValueError(
-            f"{len(windows)} windows but {start_logits.shape[0]} / {end_logits.shape[0]} score rows"
+            f"the windows refer to {max(windows.example_index) + 1} questions, "
+            f"{len(examples)} given"
         )
     best: dict[int, tuple[float, str]] = {}
     for w, (i, offsets) in enumerate(zip(windows.example_index, windows.offsets)):
         n = len(offsets)
-        valid = np.array([o is not None for o in offsets])
+        valid = np.array([o is not None for o in offsets], dtype=bool)
+        if not (np.isfinite(start_logits[w, :n][valid]).all() and np.isfinite(end_logits[w, :n][valid]).all()):
+            raise ValueError(f"non-finite start or end scores in window {w} (a diverged model?)")
         sl = np.where(valid, start_logits[w, :n], -np.inf)
         el = np.where(valid, end_logits[w, :n], -np.inf)
         starts = np.argsort(-sl, kind="stable")[:n_best]
@@ -493,9 +567,11 @@ def squad_scores(predictions: dict[str, str], examples: Sequence[QAExample]) -> 
 
     if not examples:
         raise ValueError("squad_scores needs at least one question")
-    missing = [e.id for e in examples if e.id not in predictions]
+    missing = [e.id for e in examples if not isinstance(predictions.get(e.id), str)]
     if missing:
-        raise ValueError(f"no prediction for {len(missing)} question(s), e.g. {missing[0]}")
+        raise ValueError(
+            f"no prediction (a string) for {len(missing)} question(s), e.g. {missing[0]}"
+        )
     preds = [{"prediction_text": predictions[e.id], "id": e.id} for e in examples]
     target = [
         {"answers": {"answer_start": list(e.answer_starts), "text": list(e.answers)}, "id": e.id}
