@@ -45,6 +45,7 @@ from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics
 from uncertainty_lr.pretrained import resolve_pretrained
 from uncertainty_lr.schedulers import build_scheduler, uncertainty_part
+from uncertainty_lr.tasks import VAL_METRICS
 from uncertainty_lr.training import (
     build_optimizer,
     keep_checkpoints_requested,
@@ -244,8 +245,6 @@ class TransformerTask:
         model_kwargs: extra ``from_pretrained`` arguments (e.g. ``num_labels``).
         train_set, val_set, test_set: model inputs, one dict per example (IMDB: per
             review; SQuAD: per window), unpadded, with labels.
-        metric_names: the validation metrics (history columns ``val_<name>``),
-            fractions in [0, 1], higher is better.
         compute_metrics: ``Trainer``'s ``compute_metrics`` for the validation set.
         test_metrics: ``PredictionOutput`` of the test set -> the ``test`` dict of
             ``metrics.json``.
@@ -259,7 +258,6 @@ class TransformerTask:
     train_set: list[dict[str, Any]]
     val_set: list[dict[str, Any]]
     test_set: list[dict[str, Any]]
-    metric_names: tuple[str, ...]
     compute_metrics: Callable[[Any], dict[str, float]]
     test_metrics: Callable[[Any], dict[str, Any]]
     variance_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
@@ -299,7 +297,6 @@ def classification_task(s: RunSettings, tokenizer: Any, max_length: int) -> Tran
         train_set=encode(reviews.train_text, reviews.train_label),
         val_set=encode(reviews.val_text[:n_val], reviews.val_label[:n_val]),
         test_set=encode(reviews.test_text, reviews.test_label),
-        metric_names=("accuracy",),
         compute_metrics=lambda p: {
             "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
         },
@@ -352,7 +349,6 @@ def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> 
         train_set=train.features,
         val_set=val.features,
         test_set=test.features,
-        metric_names=("exact_match", "f1"),
         compute_metrics=lambda p: scores(splits.val, val, p),
         test_metrics=test_metrics,
         variance_fn=span_variance_fn(tokenizer.sep_token_id),
@@ -535,7 +531,9 @@ def train_transformer(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
-    recorder = _make_recorder(signals, steps_per_epoch, rows, seconds_before, task.metric_names)
+    recorder = _make_recorder(
+        signals, steps_per_epoch, rows, seconds_before, VAL_METRICS[s.dataset]
+    )
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 in distributed.launch workers
     if s.batch_size % world:
