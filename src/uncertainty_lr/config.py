@@ -99,9 +99,24 @@ def preflight(config: dict[str, Any]) -> None:
     for name, params in config.get("scheduler_params", {}).items():
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
         try:
-            build_scheduler(name, optimizer, epochs=1, steps_per_epoch=1, **params)
-        except (ValueError, TypeError) as err:
+            build_scheduler(
+                name,
+                optimizer,
+                epochs=1,
+                steps_per_epoch=10,
+                interval=SCHEDULERS[name].interval or "epoch",
+                **params,
+            )
+        except (ValueError, TypeError, ImportError) as err:
             problems.append(f"  - scheduler_params/{name}: {err}")
+    used = {s for task in config["tasks"] for s in task_schedulers(config, task)}
+    for name in sorted(used):
+        package = SCHEDULERS[name].requires
+        if package and importlib.util.find_spec(package) is None:
+            problems.append(
+                f"  - schedulers: {name!r} needs the `{package}` package "
+                '(pip install "uncertainty-lr[peers]")'
+            )
     checked = set()
     for task, t in config["tasks"].items():
         target = t["target"]

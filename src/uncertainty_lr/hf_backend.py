@@ -44,7 +44,7 @@ from uncertainty_lr.distributed import is_main_process
 from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics
 from uncertainty_lr.pretrained import resolve_pretrained
-from uncertainty_lr.schedulers import build_scheduler, uncertainty_part
+from uncertainty_lr.schedulers import build_scheduler, effective_lrs, uncertainty_part
 from uncertainty_lr.tasks import VAL_METRICS
 from uncertainty_lr.training import (
     build_optimizer,
@@ -161,7 +161,7 @@ def _make_recorder(
             return seconds_before + time.perf_counter() - self.t0
 
         def _lr(self, optimizer: Any) -> dict[str, float]:
-            return {"lr": float(optimizer.param_groups[0]["lr"])} if optimizer else {}
+            return {"lr": effective_lrs(optimizer)[0]} if optimizer else {}
 
         def _diverge(self, state: Any, control: Any) -> None:
             if self.diverged_epoch is None:
@@ -479,7 +479,11 @@ def train_transformer(
         TrainingArguments,
     )
 
-    from uncertainty_lr.integrations.hf import UncertaintyCallback  # noqa: PLC0415
+    from uncertainty_lr.integrations.hf import (  # noqa: PLC0415
+        MetricFedSchedule,
+        UncertaintyCallback,
+        ValidationLossFeed,
+    )
 
     transformers.logging.set_verbosity_warning()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -496,7 +500,7 @@ def train_transformer(
     total_steps = s.epochs * steps_per_epoch
     warmup = s.warmup_steps or math.ceil(s.warmup_ratio * total_steps)
     eval_steps = s.eval_every_steps or steps_per_epoch
-    optimizer = build_optimizer(s, model)
+    optimizer = build_optimizer(s, model, run_steps=total_steps, warmup_steps=warmup)
     try:
         scheduler, spec = build_scheduler(
             s.scheduler,
@@ -519,6 +523,10 @@ def train_transformer(
         clip_grad_norm=s.max_grad_norm or None,
         variance_fn=task.variance_fn,
     )
+    callbacks: list[Any] = [signals]
+    if spec.metric is not None:  # ReduceLROnPlateau, GreedyLR: fed by callbacks
+        scheduler = MetricFedSchedule(scheduler, spec.metric, loss_source=signals.last_loss)
+        callbacks.append(ValidationLossFeed(scheduler))
 
     ckpt_dir = Path(out_dir) / "checkpoint"
     resume_from, saved = _last_checkpoint(ckpt_dir, s)
@@ -572,7 +580,7 @@ def train_transformer(
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=task.compute_metrics,
         optimizers=(optimizer, scheduler),
-        callbacks=[signals, recorder],
+        callbacks=[*callbacks, recorder],
     )
     if resume_from is None:
         trainer.evaluate()  # the step-0 row of the learning curve

@@ -22,6 +22,8 @@ from torch.optim.lr_scheduler import (
     ExponentialLR,
     LinearLR,
     LRScheduler,
+    OneCycleLR,
+    ReduceLROnPlateau,
     SequentialLR,
     StepLR,
 )
@@ -424,7 +426,75 @@ class UncertaintyLR(LRScheduler):
         return current
 
 
+class WarmupReduceLROnPlateau(ReduceLROnPlateau):
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` after a linear warmup.
+
+    ``SequentialLR`` cannot chain a warmup with ``ReduceLROnPlateau`` (it steps its
+    schedulers without a metric), so the warmup lives here. Two kinds of call:
+
+    - ``step()`` without a metric: one warmup tick; call it after every optimizer
+      step. The ``k``-th of the first ``warmup_steps`` optimizer steps trains at
+      ``lr * k / warmup_steps`` (the convention of :func:`build_scheduler`); later
+      ticks do nothing.
+    - ``step(metric)``: a plateau decision on a validation metric (e.g. the
+      validation loss after each evaluation). Decisions during the warmup are
+      ignored, so the plateau's patience counts from the end of the warmup.
+
+    Under the Hugging Face Trainer (which steps a ``ReduceLROnPlateau`` only at
+    evaluations, with ``metric_for_best_model``) the ticks come from a callback.
+
+    Args:
+        optimizer: the wrapped optimizer; its current learning rates are the targets
+            of the warmup.
+        warmup_steps: optimizer steps of the warmup (>= 0; 0: plain
+            ``ReduceLROnPlateau``).
+        **kwargs: ``ReduceLROnPlateau``'s arguments (``mode``, ``factor``,
+            ``patience`` in decisions, ``threshold``, ``cooldown``, ``min_lr``, ...).
+
+    Raises:
+        ValueError: a negative or non-integer ``warmup_steps``, or torch's own
+            errors for the plateau arguments.
+    """
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int = 0, **kwargs: Any) -> None:
+        if int(warmup_steps) != warmup_steps or warmup_steps < 0:
+            raise ValueError(
+                f"warmup_steps must be an integer >= 0 (optimizer steps), got {warmup_steps!r}"
+            )
+        super().__init__(optimizer, **kwargs)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_done = 0
+        self.target_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self._apply_warmup()
+
+    def _apply_warmup(self) -> None:
+        if self.warmup_steps == 0:
+            return
+        scale = min((self.warmup_done + 1) / self.warmup_steps, 1.0)
+        for group, lr in zip(self.optimizer.param_groups, self.target_lrs):
+            group["lr"] = lr * scale
+        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    @property
+    def in_warmup(self) -> bool:
+        """Whether the warmup is still running (decisions are ignored)."""
+        return self.warmup_done < self.warmup_steps
+
+    def step(self, metrics: float | None = None, epoch: int | None = None) -> None:  # type: ignore[override]
+        """A warmup tick (``metrics`` None) or a plateau decision (class docstring)."""
+        if metrics is None:
+            if self.in_warmup:
+                self.warmup_done += 1
+                self._apply_warmup()
+            return
+        if self.in_warmup:
+            return
+        super().step(metrics)
+
+
 # --------------------------------------------------------------------------- registry
+
+FAMILIES = ("baseline", "uncertainty", "peer", "control")
 
 
 @dataclass(frozen=True)
@@ -434,16 +504,43 @@ class ScheduleSpec:
     Attributes:
         name: registry name, e.g. ``"cosine"``.
         signal: name of the signal to feed with ``observe`` (a key of
-            :data:`uncertainty_lr.signals.SIGNALS`), or None for a fixed schedule.
+            :data:`uncertainty_lr.signals.SIGNALS`), or None.
         defaults: the study's hyperparameters; every key may be overridden.
         description: one line for tables and the paper.
+        family: ``"baseline"`` (the study plan's fixed schedules), ``"uncertainty"``
+            (:class:`UncertaintyLR`), ``"peer"`` (what a practitioner would pick
+            instead) or ``"control"``.
+        interval: ``"step"``: the schedule is stepped after every optimizer step
+            whatever the backend; None: at the backend's interval (once per epoch
+            in the plain-PyTorch backend, per optimizer step under the Trainer).
+        metric: what ``step`` is given: None (nothing), ``"val_loss"`` (the
+            validation loss, after each evaluation; warmup ticks in between) or
+            ``"train_loss"`` (the training batch loss, after every optimizer step).
+        optimizer: None (the run's optimizer), or the optimizer this method
+            replaces it with (``"schedule-free-adamw"``, ``"prodigy"``): see
+            :func:`build_peer_optimizer`.
+        requires: the Python package the method needs (imported lazily), or None.
     """
 
     name: str
     signal: str | None
     defaults: Mapping[str, Any]
     description: str
+    family: str = "baseline"
+    interval: str | None = None
+    metric: str | None = None
+    optimizer: str | None = None
+    requires: str | None = None
 
+    @property
+    def replaces_optimizer(self) -> bool:
+        """Whether the method brings its own optimizer (the run's is not used)."""
+        return self.optimizer is not None
+
+
+WARMUP = {"warmup_fraction": 0.1}
+"""The peers that warm up do so over 10% of the run, unless the task sets its own
+warmup (``warmup_steps`` of :func:`build_scheduler`)."""
 
 SCHEDULERS: dict[str, ScheduleSpec] = {
     spec.name: spec
@@ -457,16 +554,198 @@ SCHEDULERS: dict[str, ScheduleSpec] = {
             "grad_norm",
             {"threshold": 0.1, "factor": 0.5, "increase_factor": 1.1, "min_lr_ratio": 1e-3},
             "UncertaintyLR on the gradient norm (threshold 0.1)",
+            family="uncertainty",
         ),
         ScheduleSpec(
             "uncertainty-variance",
             "predictive_variance",
             {"threshold": 0.01, "factor": 0.5, "increase_factor": 1.1, "min_lr_ratio": 1e-3},
             "UncertaintyLR on the predictive variance (threshold 0.01)",
+            family="uncertainty",
+        ),
+        ScheduleSpec(
+            "warmup-linear",
+            None,
+            dict(WARMUP),
+            "linear warmup, then linear decay to 0 (the Hugging Face Trainer's default)",
+            family="peer",
+            interval="step",
+        ),
+        ScheduleSpec(
+            "warmup-cosine",
+            None,
+            dict(WARMUP),
+            "linear warmup, then cosine decay to 0",
+            family="peer",
+            interval="step",
+        ),
+        ScheduleSpec(
+            "onecycle",
+            None,
+            {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+            "OneCycleLR (Smith & Topin 2019), peak = the run's learning rate",
+            family="peer",
+            interval="step",
+        ),
+        ScheduleSpec(
+            "plateau",
+            None,
+            {"factor": 0.5, "patience": 2, "threshold": 1e-4, **WARMUP},
+            "ReduceLROnPlateau on the validation loss (x0.5, patience 2 evaluations), after a warmup",
+            family="peer",
+            interval="step",
+            metric="val_loss",
+        ),
+        ScheduleSpec(
+            "greedy",
+            None,
+            {
+                "factor": 0.95,
+                "patience": 10,
+                "smooth": True,
+                "window_size": 50,
+                "min_lr_ratio": 1e-3,
+                "max_lr_ratio": 1.0,
+            },
+            "GreedyLR (Subramanian et al. 2025) on the smoothed training loss, per step",
+            family="peer",
+            interval="step",
+            metric="train_loss",
+            requires="transformers",
+        ),
+        ScheduleSpec(
+            "schedule-free",
+            None,
+            dict(WARMUP),
+            "Schedule-Free AdamW (Defazio et al. 2024), the run's learning rate, warmup",
+            family="peer",
+            optimizer="schedule-free-adamw",
+            requires="schedulefree",
+        ),
+        ScheduleSpec(
+            "prodigy",
+            None,
+            {"d_coef": 1.0},
+            "Prodigy (Mishchenko & Defazio 2024), lr 1.0, with cosine annealing",
+            family="peer",
+            optimizer="prodigy",
+            requires="prodigyopt",
         ),
     )
 }
-"""Every schedule of the study by name. Times in ``defaults`` are in epochs."""
+"""Every schedule of the study by name. Times in ``defaults`` are in epochs, or
+fractions of the run (``warmup_fraction``, ``pct_start``)."""
+
+
+def _require(spec: ScheduleSpec) -> Any:
+    """Import the package ``spec`` needs, or say how to install it."""
+    if spec.requires is None:
+        return None
+    import importlib  # noqa: PLC0415
+
+    try:
+        return importlib.import_module(spec.requires)
+    except ImportError as err:
+        raise ImportError(
+            f"schedule {spec.name!r} needs the `{spec.requires}` package: "
+            f'pip install "uncertainty-lr[peers]" (or pip install {spec.requires})'
+        ) from err
+
+
+def peer_warmup_steps(name: str, run_steps: int, warmup_steps: int = 0, **overrides: Any) -> int:
+    """Warmup length, in optimizer steps, of a peer that warms up.
+
+    The task's own warmup (``warmup_steps`` > 0) wins; otherwise the spec's
+    ``warmup_fraction`` of the run's ``run_steps`` optimizer steps (rounded, at
+    least 1 when the fraction is > 0). 0 for schedules without a warmup fraction.
+    """
+    hp = {**SCHEDULERS[name].defaults, **overrides}
+    if warmup_steps:
+        return int(warmup_steps)
+    fraction = float(hp.get("warmup_fraction", 0.0))
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"warmup_fraction must lie in [0, 1), got {fraction!r}")
+    return max(1, round(fraction * run_steps)) if fraction > 0 else 0
+
+
+def build_peer_optimizer(
+    name: str,
+    param_groups: Any,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    run_steps: int,
+    warmup_steps: int = 0,
+    **overrides: Any,
+) -> Optimizer:
+    """The optimizer of a schedule that replaces the run's (``spec.optimizer``).
+
+    - ``schedule-free``: ``schedulefree.AdamWScheduleFree`` (Defazio et al. 2024,
+      "The Road Less Scheduled") at the run's learning rate and decoupled weight
+      decay, with its own linear warmup (``peer_warmup_steps``). It must be switched
+      with ``optimizer.train()`` before training steps and ``optimizer.eval()``
+      before evaluations (both training backends do).
+    - ``prodigy``: ``prodigyopt.Prodigy`` (Mishchenko & Defazio 2024) with
+      ``lr=1.0`` as its authors recommend (it estimates the step size itself; the
+      run's ``lr`` is not used), decoupled weight decay, ``safeguard_warmup`` when
+      the run warms up.
+
+    Args:
+        name: a registry name whose spec has ``optimizer`` set.
+        param_groups: parameters or parameter groups, as for any torch optimizer.
+        lr: the run's learning rate (ignored by Prodigy).
+        weight_decay: decoupled weight decay, for groups that do not set their own.
+        run_steps: the run's length in optimizer steps.
+        warmup_steps: the task's warmup in optimizer steps (0: the spec's fraction).
+        **overrides: the spec's hyperparameters.
+
+    Raises:
+        ValueError: ``name`` does not replace the optimizer, or an unknown override.
+        ImportError: the package is not installed (the message says how to).
+    """
+    spec = SCHEDULERS.get(name)
+    if spec is None or spec.optimizer is None:
+        raise ValueError(
+            f"schedule {name!r} does not bring an optimizer; those that do: "
+            f"{', '.join(n for n, s in SCHEDULERS.items() if s.optimizer)}"
+        )
+    unknown = set(overrides) - set(spec.defaults)
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for scheduler {name!r}")
+    hp = {**spec.defaults, **overrides}
+    package = _require(spec)
+    if spec.optimizer == "schedule-free-adamw":
+        warmup = peer_warmup_steps(name, run_steps, warmup_steps, **overrides)
+        return package.AdamWScheduleFree(
+            param_groups, lr=lr, weight_decay=weight_decay, warmup_steps=warmup
+        )
+    return package.Prodigy(
+        param_groups,
+        lr=1.0,
+        weight_decay=weight_decay,
+        decouple=True,
+        d_coef=float(hp["d_coef"]),
+        safeguard_warmup=warmup_steps > 0,
+    )
+
+
+def effective_lrs(optimizer: Optimizer) -> list[float]:
+    """The step size each parameter group trains at now, for logging.
+
+    The group's ``lr``, except for Prodigy (``lr * d``, its estimated step size)
+    and Schedule-Free (``lr * min(1, (k + 1) / warmup_steps)``: the rate of its
+    next step, its internal warmup applied).
+    """
+    out = []
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        if "d" in group:
+            lr *= float(group["d"])
+        elif "scheduled_lr" in group and group.get("warmup_steps"):
+            lr *= min(1.0, (int(group["k"]) + 1) / int(group["warmup_steps"]))
+        out.append(lr)
+    return out
+
 
 SCALINGS = ("absolute", "fraction")
 
@@ -483,7 +762,7 @@ def build_scheduler(
     warmup_steps: int = 0,
     decision_interval: int = 1,
     **overrides: Any,
-) -> tuple[LRScheduler, ScheduleSpec]:
+) -> tuple[Any, ScheduleSpec]:
     """Build a registered schedule for a run of a given length.
 
     The study's hyperparameters are given per epoch for a ``reference_epochs``-epoch
@@ -505,6 +784,24 @@ def build_scheduler(
     ``UncertaintyLR`` observes during the warmup is discarded; get it with
     :func:`uncertainty_part` to feed it.
 
+    The peers (``spec.family == "peer"``) follow their own conventions, with the
+    published defaults (``SCHEDULERS[name].defaults``):
+
+    - ``warmup-linear`` / ``warmup-cosine``: the task's warmup, or else
+      ``warmup_fraction`` of the run (:func:`peer_warmup_steps`), then a linear or
+      cosine decay to 0 at the end of the run (Hugging Face's
+      ``get_linear_schedule_with_warmup`` / ``get_cosine_schedule_with_warmup``).
+    - ``onecycle``: ``OneCycleLR`` peaking at the optimizer's learning rate, its
+      own warm-up phase (``pct_start``) instead of the task's.
+    - ``plateau``: :class:`WarmupReduceLROnPlateau`; ``step()`` after every
+      optimizer step, ``step(val_loss)`` after every evaluation (``spec.metric``).
+    - ``greedy``: ``transformers``' ``GreedyLR``, ``step(train_loss)`` after every
+      optimizer step, learning rate kept within ``[min_lr_ratio, max_lr_ratio]`` x
+      the initial one (the bounds of ``UncertaintyLR``); no warmup.
+    - ``schedule-free`` / ``prodigy``: they replace the optimizer
+      (:func:`build_peer_optimizer`); the schedule is constant (Schedule-Free
+      warms up inside the optimizer) or cosine after the task's warmup (Prodigy).
+
     Args:
         name: a key of :data:`SCHEDULERS`.
         optimizer: the optimizer to wrap.
@@ -520,11 +817,15 @@ def build_scheduler(
         **overrides: hyperparameters replacing the defaults of ``SCHEDULERS[name]``.
 
     Returns:
-        ``(scheduler, spec)``.
+        ``(scheduler, spec)``: a torch ``LRScheduler``, or ``GreedyLR`` (which has
+        the same ``step`` / ``state_dict`` / ``get_last_lr`` interface).
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), unknown
-            override key, or a run length / interval / scaling that is out of range.
+            override key, a run length / interval / scaling that is out of range, or
+            a per-step schedule built with ``interval="epoch"``.
+        ImportError: the package a peer needs is missing (the message says how to
+            install it).
     """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; valid names: {', '.join(SCHEDULERS)}")
@@ -553,8 +854,17 @@ def build_scheduler(
     hp = {**spec.defaults, **overrides}
     stretch = epochs / reference_epochs if scaling == "fraction" else 1.0
 
+    if spec.interval == "step" and interval != "step":
+        raise ValueError(
+            f"schedule {name!r} is stepped after every optimizer step: build it with "
+            "interval='step' (its spec's interval)"
+        )
+
+    def peer_warmup() -> int:
+        return min(peer_warmup_steps(name, run_units, warmup_steps, **overrides), run_units - 1)
+
     if name == "constant":
-        sched: LRScheduler = ConstantLR(optimizer, factor=1.0, total_iters=0)
+        sched: Any = ConstantLR(optimizer, factor=1.0, total_iters=0)
     elif name == "step":
         step_size = max(1, round(hp["step_size"] * stretch * units_per_epoch))
         sched = StepLR(optimizer, step_size=step_size, gamma=hp["gamma"])
@@ -563,18 +873,74 @@ def build_scheduler(
     elif name == "exponential":
         gamma = hp["gamma"] ** (1.0 / (stretch * units_per_epoch))
         sched = ExponentialLR(optimizer, gamma=gamma)
-    else:
+    elif spec.family == "uncertainty":
         sched = UncertaintyLR(optimizer, decision_interval=decision_interval, **hp)
-    if warmup_steps:
-        # the k-th call (k = 1..warmup_steps) trains at lr * k / warmup_steps
-        warmup = LinearLR(
-            optimizer,
-            start_factor=1.0 / warmup_steps,
-            end_factor=1.0,
-            total_iters=max(warmup_steps - 1, 1),
+    elif name in ("warmup-linear", "warmup-cosine"):
+        # Hugging Face's get_linear/cosine_schedule_with_warmup, from torch's classes
+        w = peer_warmup()
+        decay = (
+            LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=run_units - w)
+            if name == "warmup-linear"
+            else CosineAnnealingLR(optimizer, T_max=run_units - w, eta_min=0.0)
         )
-        sched = SequentialLR(optimizer, [warmup, sched], milestones=[warmup_steps])
-    return sched, spec
+        return _with_warmup(optimizer, decay, w), spec
+    elif name == "onecycle":  # its own warm-up phase (pct_start); the task's is not added
+        # total_steps counts the call after the last optimizer step too: with exactly
+        # run_units, torch's cosine phase folds back up at that call
+        sched = OneCycleLR(
+            optimizer,
+            max_lr=[float(g["lr"]) for g in optimizer.param_groups],
+            total_steps=run_units + 1,
+            pct_start=float(hp["pct_start"]),
+            div_factor=float(hp["div_factor"]),
+            final_div_factor=float(hp["final_div_factor"]),
+        )
+        return sched, spec
+    elif name == "plateau":
+        sched = WarmupReduceLROnPlateau(
+            optimizer,
+            warmup_steps=peer_warmup(),
+            mode="min",
+            factor=float(hp["factor"]),
+            patience=int(hp["patience"]),
+            threshold=float(hp["threshold"]),
+        )
+        return sched, spec
+    elif name == "greedy":  # no warmup: GreedyLR has none
+        transformers = _require(spec)
+        initial = [float(g["lr"]) for g in optimizer.param_groups]
+        sched = transformers.optimization.GreedyLR(
+            optimizer,
+            mode="min",
+            factor=float(hp["factor"]),
+            patience=int(hp["patience"]),
+            smooth=bool(hp["smooth"]),
+            window_size=int(hp["window_size"]),
+            min_lr=[lr * float(hp["min_lr_ratio"]) for lr in initial],
+            max_lr=[lr * float(hp["max_lr_ratio"]) for lr in initial],
+        )
+        return sched, spec
+    elif name == "schedule-free":  # the optimizer warms up and averages; no schedule
+        return ConstantLR(optimizer, factor=1.0, total_iters=0), spec
+    elif name == "prodigy":  # cosine annealing, as Prodigy's authors recommend
+        sched = CosineAnnealingLR(optimizer, T_max=run_units - warmup_steps, eta_min=0.0)
+    else:  # pragma: no cover - every registry name has a branch
+        raise AssertionError(f"no builder for {name!r}")
+    return _with_warmup(optimizer, sched, warmup_steps), spec
+
+
+def _with_warmup(optimizer: Optimizer, sched: LRScheduler, warmup_steps: int) -> LRScheduler:
+    """``sched`` after a linear warmup of ``warmup_steps`` units (none if 0)."""
+    if not warmup_steps:
+        return sched
+    # the k-th call (k = 1..warmup_steps) trains at lr * k / warmup_steps
+    warmup = LinearLR(
+        optimizer,
+        start_factor=1.0 / warmup_steps,
+        end_factor=1.0,
+        total_iters=max(warmup_steps - 1, 1),
+    )
+    return SequentialLR(optimizer, [warmup, sched], milestones=[warmup_steps])
 
 
 def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:

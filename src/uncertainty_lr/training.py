@@ -36,7 +36,14 @@ from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics, time_to_target
 from uncertainty_lr.models import build_model
 from uncertainty_lr.paths import repo_root
-from uncertainty_lr.schedulers import UncertaintyLR, build_scheduler, uncertainty_part
+from uncertainty_lr.schedulers import (
+    SCHEDULERS,
+    UncertaintyLR,
+    build_peer_optimizer,
+    build_scheduler,
+    effective_lrs,
+    uncertainty_part,
+)
 from uncertainty_lr.signals import gradient_norm, predictive_variance
 from uncertainty_lr.tasks import DATASETS, VAL_METRICS
 
@@ -335,24 +342,57 @@ def summarise_run(
     }
 
 
-def build_optimizer(s: RunSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups for decoupled weight decay: ``weight_decay`` on the weights
+    with 2 or more dimensions, none on biases and normalisation weights (as usual
+    for transformers); trainable parameters only, empty groups left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(
+    s: RunSettings, model: torch.nn.Module, run_steps: int = 0, warmup_steps: int | None = None
+) -> torch.optim.Optimizer:
     """The run's optimizer: ``adam`` (``torch.optim.Adam``, L2 ``weight_decay``) or
     ``adamw`` (``torch.optim.AdamW``, decoupled weight decay; Loshchilov & Hutter
-    2019), which, as usual for transformers, does not decay biases and normalisation
-    weights (the parameters with fewer than 2 dimensions).
+    2019, :func:`decay_groups`). A schedule that brings its own optimizer
+    (Schedule-Free, Prodigy: ``ScheduleSpec.optimizer``) replaces it, with the same
+    decoupled weight decay groups (:func:`uncertainty_lr.schedulers.build_peer_optimizer`).
+
+    Args:
+        s: the run's settings.
+        model: the model whose parameters are optimised.
+        run_steps: the run's length in optimizer steps (a replacing optimizer's
+            warmup is a fraction of it).
+        warmup_steps: the task's warmup in optimizer steps (default: the settings'
+            ``warmup_steps``; the Trainer backend passes the one ``warmup_ratio``
+            gives).
 
     Raises:
-        ConfigError: an unknown optimizer name.
+        ConfigError: an unknown optimizer name, or a replacing optimizer's bad
+            hyperparameters.
     """
+    spec = SCHEDULERS[s.scheduler]
+    if spec.replaces_optimizer:
+        try:
+            return build_peer_optimizer(
+                s.scheduler,
+                decay_groups(model, s.weight_decay),
+                lr=s.lr,
+                run_steps=max(run_steps, 1),
+                warmup_steps=s.warmup_steps if warmup_steps is None else warmup_steps,
+                **s.scheduler_params,
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     if s.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
-        params = [p for p in model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": s.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=s.lr)
+        return torch.optim.AdamW(decay_groups(model, s.weight_decay), lr=s.lr)
     raise ConfigError(f"unknown optimizer {s.optimizer!r}; valid: adam, adamw")
 
 
@@ -366,7 +406,12 @@ def train_classifier(
 
     Order per step: forward -> loss -> backward -> signals (gradient norm before any
     clipping; predictive variance of the training batch) -> ``observe`` (uncertainty
-    schedules only) -> ``optimizer.step()``; ``scheduler.step()`` once per epoch.
+    schedules only) -> ``optimizer.step()``; ``scheduler.step()`` once per epoch, or
+    after every optimizer step for the schedules whose spec says so
+    (``ScheduleSpec.interval``: the warmup peers, OneCycle, GreedyLR with the batch
+    loss); ``ReduceLROnPlateau`` also gets the validation loss after every
+    evaluation. Schedule-Free's optimizer is switched to ``eval()`` for every
+    evaluation and back to ``train()`` after it.
     Every arm logs both signals, so their traces can be compared across schedules.
     Evaluation on the validation split at step 0, then every ``eval_every_steps``
     optimizer steps (0: at the end of each epoch) and at the end of training; the
@@ -434,13 +479,17 @@ def train_classifier(
     except ValueError as err:
         raise ConfigError(str(err)) from err
     order_gen = torch.Generator().manual_seed(s.seed)
-    optimizer = build_optimizer(s, model)
+    optimizer = build_optimizer(s, model, run_steps=s.epochs * steps_per_epoch)
+    # Schedule-Free keeps two parameter sequences: train() before training steps,
+    # eval() before evaluations (its averaged weights are the ones evaluated).
+    switches_mode = callable(getattr(optimizer, "train", None))
+    per_step = SCHEDULERS[s.scheduler].interval == "step"
     scheduler, spec = build_scheduler(
         s.scheduler,
         optimizer,
         epochs=s.epochs,
         steps_per_epoch=steps_per_epoch,
-        interval="epoch",
+        interval="step" if per_step else "epoch",
         scaling=s.scaling,
         reference_epochs=s.reference_epochs,
         **s.scheduler_params,
@@ -448,11 +497,10 @@ def train_classifier(
     n_groups = len(optimizer.param_groups)
 
     def lrs() -> dict[str, float]:
-        out = {"lr": float(optimizer.param_groups[0]["lr"])}
+        current = effective_lrs(optimizer)
+        out = {"lr": current[0]}
         if n_groups > 1:
-            out.update(
-                {f"lr_group{i}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
-            )
+            out.update({f"lr_group{i}": lr for i, lr in enumerate(current)})
         return out
 
     rows: list[dict[str, Any]] = []
@@ -473,7 +521,13 @@ def train_classifier(
         log.info("resumed from %s at epoch %d (step %d)", ckpt_path, start_epoch, step)
 
     def record_eval(epoch_float: float, lr_used: dict[str, float]) -> None:
+        if switches_mode:
+            optimizer.eval()
         val_loss, val_logits = evaluate(model, x_val, y_val)
+        if switches_mode:
+            optimizer.train()
+        if spec.metric == "val_loss" and step > 0:
+            scheduler.step(val_loss)
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
         rows.append(
             {
@@ -497,6 +551,8 @@ def train_classifier(
         )
 
     t_loop = time.perf_counter()
+    if switches_mode:
+        optimizer.train()
     if state is None:
         record_eval(0.0, lrs())
     model.train()
@@ -529,6 +585,10 @@ def train_classifier(
                 scheduler.observe(g_f if spec.signal == "grad_norm" else v_f)
             optimizer.step()
             step += 1
+            if per_step and spec.metric == "train_loss":
+                scheduler.step(loss_f)  # GreedyLR
+            elif per_step:
+                scheduler.step()  # per-step schedules; a plateau's warmup tick
             window.add(loss_f, g_f, v_f)
             if s.sample_every_steps and step % s.sample_every_steps == 0:
                 rows.append(
@@ -550,7 +610,8 @@ def train_classifier(
             break
         record_eval(float(epoch + 1), lrs())
         window = _Window()
-        scheduler.step()
+        if not per_step:
+            scheduler.step()
         save_checkpoint(
             ckpt_path,
             {
@@ -571,6 +632,8 @@ def train_classifier(
     history = pd.DataFrame(rows)
 
     # Test set: once, at the end, with the final weights (no selection on test data).
+    if switches_mode:
+        optimizer.eval()
     if status == "completed":
         test_loss, test_logits = evaluate(model, data.x_test.to(device), data.y_test.to(device))
         test = {

@@ -2,7 +2,7 @@
 
 from uncertainty_lr.analysis.figures import FIGURES
 
-TABLES = ["results_table", "setup", "numbers", "findings"]
+TABLES = ["comparison_table", "results_table", "setup", "numbers", "findings"]
 
 
 rule aggregate:
@@ -11,6 +11,7 @@ rule aggregate:
     output:
         runs=f"{RESULTS}/aggregate/runs.csv",
         history=f"{RESULTS}/aggregate/history.csv",
+        comparison=f"{RESULTS}/aggregate/comparison.csv",
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
@@ -41,6 +42,7 @@ rule figures:
 rule tables:
     input:
         runs=rules.aggregate.output.runs,
+        comparison=rules.aggregate.output.comparison,
     output:
         expand("paper/generated/{name}.tex", name=TABLES),
     log:

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from uncertainty_lr.analysis.tables import write_tables  # noqa: PLC0415
 
-            write_tables(runs, args.out, args.config_name)
+            comparison_csv = args.aggregate / "comparison.csv"
+            comparison = pd.read_csv(comparison_csv) if comparison_csv.is_file() else None
+            write_tables(runs, args.out, args.config_name, comparison)
     except (ResultsError, FileNotFoundError, pd.errors.ParserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
-"""Collect every run's outputs into two tidy tables.
+"""Collect every run's outputs into tidy tables.
 
 ``runs.csv``: one row per run (task, scheduler, seed) with final metrics,
 time-to-target, cost and the settings that matter. ``history.csv``: every row of
-every run's ``history.csv`` with ``task``, ``scheduler`` and ``seed`` columns.
+every run's ``history.csv`` with ``task``, ``scheduler`` and ``seed`` columns (and
+``val_score``: the data set's ranking metric at each evaluation).
+``comparison.csv``: every method against the best baselines, per task
+(:mod:`uncertainty_lr.analysis.comparison`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from uncertainty_lr.analysis.comparison import comparison, family
 from uncertainty_lr.io import atomic_write_csv
 from uncertainty_lr.tasks import PRIMARY_METRIC
 
@@ -50,6 +54,7 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "dataset": metrics["dataset"],
         "model": metrics["model"],
         "scheduler": metrics["scheduler"],
+        "family": family(metrics["scheduler"]),
         "seed": metrics["seed"],
         "status": metrics["status"],
         "test_accuracy": test.get("accuracy", nan),
@@ -155,6 +160,9 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
                 f"run history {hist_path} has {len(hist)} rows, its metrics.json says "
                 f"{expected}: it is truncated or from another run; re-run the job"
             )
+        # each evaluation's value of the data set's ranking metric (tasks.PRIMARY_METRIC)
+        score_column = f"val_{PRIMARY_METRIC[metrics['dataset']]}"
+        hist["val_score"] = hist[score_column] if score_column in hist else math.nan
         hist.insert(0, "seed", metrics["seed"])
         hist.insert(0, "scheduler", metrics["scheduler"])
         hist.insert(0, "task", metrics["task"])
@@ -227,7 +235,9 @@ def _check_consistent(runs: pd.DataFrame, keys: list[str]) -> None:
 
 
 def write_aggregate(metrics_files: Iterable[str | Path], out_dir: str | Path) -> None:
-    """Aggregate and write ``runs.csv`` and ``history.csv`` into ``out_dir``."""
+    """Aggregate and write ``runs.csv``, ``history.csv`` and ``comparison.csv``
+    (:func:`uncertainty_lr.analysis.comparison.comparison`) into ``out_dir``."""
     runs, history = aggregate(metrics_files)
     atomic_write_csv(Path(out_dir) / "runs.csv", runs)
     atomic_write_csv(Path(out_dir) / "history.csv", history)
+    atomic_write_csv(Path(out_dir) / "comparison.csv", comparison(runs))

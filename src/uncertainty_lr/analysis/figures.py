@@ -17,7 +17,7 @@ import seaborn as sns
 
 from uncertainty_lr.schedulers import SCHEDULERS
 
-FIGURES = ("val_accuracy", "lr", "signals")
+FIGURES = ("val_accuracy", "lr", "signals", "performance_profile")
 """Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""
 
 SIGNAL_LABELS = {"grad_norm": "gradient norm", "predictive_variance": "predictive variance"}
@@ -63,8 +63,11 @@ def _facet(
 
 
 def validation_score(evals: pd.DataFrame) -> pd.Series:
-    """Each evaluation row's ranking metric: ``val_accuracy``, or ``val_f1`` where a
-    task has no accuracy (SQuAD)."""
+    """Each evaluation row's ranking metric (``tasks.PRIMARY_METRIC``): the
+    aggregate's ``val_score`` column; for a single run's history (no such column),
+    ``val_accuracy``, or ``val_f1`` where a task has no accuracy (SQuAD)."""
+    if "val_score" in evals:
+        return evals["val_score"]
     score = evals["val_accuracy"] if "val_accuracy" in evals else pd.Series(float("nan"), evals.index)
     if "val_f1" in evals:
         score = score.fillna(evals["val_f1"])
@@ -140,6 +143,29 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
     _save(grid.figure, out_dir, "signals")
 
 
+def plot_performance_profile(runs: pd.DataFrame, out_dir: Path) -> None:
+    """Performance profiles of the median steps to the validation target
+    (:func:`uncertainty_lr.analysis.comparison.profile`): for each method, the
+    fraction of the tasks it ran on where it was within a factor tau of the
+    fastest method, for tau in [1, 4]."""
+    from uncertainty_lr.analysis.comparison import profile  # noqa: PLC0415
+
+    rho = profile(runs)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    palette = sns.color_palette("tab20", n_colors=max(len(rho.columns), 1))
+    for (name, values), color in zip(rho.items(), palette):
+        style = "-" if SCHEDULERS.get(name) is None or SCHEDULERS[name].family != "peer" else "--"
+        ax.step(rho.index, values, where="post", label=name, color=color, linestyle=style)
+    ax.set(
+        xlabel=r"$\tau$ (steps to target / fastest method's)",
+        ylabel="fraction of tasks",
+        xlim=(1, 4),
+        ylim=(-0.02, 1.02),
+    )
+    ax.legend(fontsize="x-small", ncol=2, loc="lower right", frameon=True)
+    _save(fig, out_dir, "performance_profile")
+
+
 def write_figures(runs: pd.DataFrame, history: pd.DataFrame, out_dir: str | Path) -> None:
     """Draw every figure of :data:`FIGURES` into ``out_dir``."""
     sns.set_theme(style="whitegrid", context="paper")
@@ -153,6 +179,7 @@ def write_figures(runs: pd.DataFrame, history: pd.DataFrame, out_dir: str | Path
     plot_val_accuracy(history, out)
     plot_lr(history, out)
     plot_signals(history, out, thresholds)
+    plot_performance_profile(runs, out)
 
 
 def plot_run(run_dir: str | Path) -> plt.Figure:

@@ -2,6 +2,10 @@
 
 Writes into the paper's ``generated/`` folder:
 
+- ``comparison_table.tex``: the main table: per task and method, the median test
+  score and steps to target with bootstrap intervals, speed-up and paired
+  probability of improvement against the best baselines
+  (:mod:`uncertainty_lr.analysis.comparison`).
 - ``results_table.tex``: per task and scheduler, test accuracy (SQuAD: exact
   match), precision, recall and F1 (mean +- standard deviation over seeds), epochs and seconds to the validation
   target (median over seeds; a run that misses the target counts as infinite),
@@ -27,12 +31,12 @@ from uncertainty_lr.io import atomic_write_text
 from uncertainty_lr.schedulers import SCHEDULERS
 from uncertainty_lr.tasks import HF_MODELS
 
-BASELINES = ("constant", "step", "cosine", "exponential")
+BASELINES = tuple(n for n, spec in SCHEDULERS.items() if spec.family == "baseline")
 """The fixed schedules: the best of them (by the mean of the task's ranking metric,
 test accuracy or, on SQuAD, F1: ``tasks.PRIMARY_METRIC``) is the comparison for
 each adaptive schedule."""
 METRIC_WORDS = {"accuracy": "test accuracy", "f1": "test F1", "exact_match": "test exact match"}
-ADAPTIVE = ("uncertainty-gradnorm", "uncertainty-variance")
+ADAPTIVE = tuple(n for n, spec in SCHEDULERS.items() if spec.family == "uncertainty")
 
 
 def macro_name(*parts: str) -> str:
@@ -419,11 +423,22 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
 
 
-def write_tables(runs: pd.DataFrame, out_dir: str | Path, config_name: str = "") -> None:
-    """Write ``results_table.tex``, ``setup.tex``, ``numbers.tex`` and
-    ``findings.tex`` into ``out_dir``; ``config_name`` (the config's
-    ``paper.config_name``) becomes the macro ``\\ConfigName``."""
+def write_tables(
+    runs: pd.DataFrame,
+    out_dir: str | Path,
+    config_name: str = "",
+    comparison: pd.DataFrame | None = None,
+) -> None:
+    """Write ``results_table.tex``, ``comparison_table.tex``, ``setup.tex``,
+    ``numbers.tex`` and ``findings.tex`` into ``out_dir``; ``config_name`` (the
+    config's ``paper.config_name``) becomes the macro ``\\ConfigName``.
+    ``comparison`` is the aggregate's ``comparison.csv`` (computed from ``runs``
+    when not given)."""
+    from uncertainty_lr.analysis import comparison as comp  # noqa: PLC0415
+
     out = Path(out_dir)
+    table = comp.comparison(runs) if comparison is None else comparison
+    atomic_write_text(out / "comparison_table.tex", comp.comparison_tex(table))
     atomic_write_text(out / "results_table.tex", results_table(runs))
     setup_table, setup_macros = setup_tex(runs)
     atomic_write_text(out / "setup.tex", setup_table)

@@ -168,6 +168,8 @@ class UncertaintyCallback(TrainerCallback):
         self.last_values: dict[str, float] = {}
         self._handle = None
         self._variances: list[torch.Tensor] = []
+        self._losses: list[torch.Tensor] = []
+        self._last_loss: float | None = None
         self._window = {name: [0.0, 0] for name in SIGNALS}
 
     # -- hooks -----------------------------------------------------------------------
@@ -176,6 +178,14 @@ class UncertaintyCallback(TrainerCallback):
         # training forward passes only: not evaluation, not MC-dropout probes (no grad)
         if module.training and torch.is_grad_enabled():
             self._variances.append(self.variance_fn(outputs, kwargs).detach())
+            loss = getattr(outputs, "loss", None)
+            if loss is not None:
+                self._losses.append(loss.detach())
+
+    def last_loss(self) -> float | None:
+        """The training loss of the latest optimizer step (mean over its micro-batches,
+        from the model's own ``outputs.loss``), or None before the first step."""
+        return self._last_loss
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if args.max_grad_norm and args.max_grad_norm > 0 and "grad_norm" in self.signals:
@@ -206,6 +216,9 @@ class UncertaintyCallback(TrainerCallback):
         if self._variances:
             values["predictive_variance"] = float(torch.stack(self._variances).mean())
             self._variances.clear()
+        if self._losses:
+            self._last_loss = float(torch.stack(self._losses).float().mean())
+            self._losses.clear()
         self._record(values)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -242,3 +255,86 @@ class UncertaintyCallback(TrainerCallback):
         self.history.append(row)
         if state.log_history:
             state.log_history[-1].update({k: v for k, v in row.items() if k != "step"})
+
+
+class MetricFedSchedule:
+    """Run a metric-driven schedule (``ReduceLROnPlateau``, ``GreedyLR``) under the
+    Trainer, stepped the way the plain-PyTorch backend steps it.
+
+    The Trainer calls ``lr_scheduler.step()`` without arguments after every optimizer
+    step, except for ``ReduceLROnPlateau`` and ``GreedyLR``, which it steps only
+    after an evaluation, with ``metric_for_best_model``. This adapter is neither, so
+    the Trainer steps it after every optimizer step, and:
+
+    - ``metric="train_loss"`` (GreedyLR): each step passes the training loss of that
+      optimizer step, from ``loss_source`` (e.g. :meth:`UncertaintyCallback.last_loss`);
+      a step without a finite loss leaves the rate alone;
+    - ``metric="val_loss"`` (:class:`~uncertainty_lr.schedulers.WarmupReduceLROnPlateau`):
+      each step is a warmup tick; :class:`ValidationLossFeed` passes the validation
+      loss after every evaluation (:meth:`on_validation_loss`).
+
+    ``state_dict`` / ``load_state_dict`` / ``get_last_lr`` are the wrapped
+    scheduler's, so Trainer checkpoints resume it.
+
+    Args:
+        scheduler: the schedule to drive (``step(metric)`` takes a float).
+        metric: ``"train_loss"`` or ``"val_loss"``.
+        loss_source: a function giving the latest training loss (needed for
+            ``"train_loss"``).
+
+    Raises:
+        ValueError: an unknown ``metric``, or ``"train_loss"`` without a source.
+    """
+
+    def __init__(
+        self,
+        scheduler: Any,
+        metric: str,
+        loss_source: Callable[[], float | None] | None = None,
+    ) -> None:
+        if metric not in ("train_loss", "val_loss"):
+            raise ValueError(f"metric must be 'train_loss' or 'val_loss', got {metric!r}")
+        if metric == "train_loss" and loss_source is None:
+            raise ValueError("metric='train_loss' needs a loss_source (e.g. callback.last_loss)")
+        self.scheduler = scheduler
+        self.metric = metric
+        self.loss_source = loss_source
+        self.optimizer = scheduler.optimizer
+
+    def step(self) -> None:
+        """After every optimizer step (called by the Trainer)."""
+        if self.metric == "val_loss":
+            self.scheduler.step()  # a warmup tick
+            return
+        loss = self.loss_source()
+        if loss is not None and math.isfinite(loss):
+            self.scheduler.step(loss)
+
+    def on_validation_loss(self, value: float) -> None:
+        """After every evaluation: a plateau decision on the validation loss."""
+        if self.metric == "val_loss" and math.isfinite(value):
+            self.scheduler.step(value)
+
+    def get_last_lr(self) -> list[float]:
+        """The optimizer's current learning rates (one per group)."""
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped scheduler's state."""
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the wrapped scheduler's state."""
+        self.scheduler.load_state_dict(state)
+
+
+class ValidationLossFeed(TrainerCallback):
+    """Pass each evaluation's ``eval_loss`` to a :class:`MetricFedSchedule` (not the
+    evaluation before training: no step has been taken yet)."""
+
+    def __init__(self, schedule: MetricFedSchedule) -> None:
+        self.schedule = schedule
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.global_step > 0 and metrics and "eval_loss" in metrics:
+            self.schedule.on_validation_loss(float(metrics["eval_loss"]))

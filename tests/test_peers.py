@@ -1,0 +1,259 @@
+"""The peer methods of the registry: each built from its package or torch, with the
+conventions the engines rely on (per-step stepping, metrics, replaced optimizers)."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from uncertainty_lr.schedulers import (
+    SCHEDULERS,
+    WarmupReduceLROnPlateau,
+    build_peer_optimizer,
+    build_scheduler,
+    effective_lrs,
+    peer_warmup_steps,
+)
+
+PEERS = [n for n, s in SCHEDULERS.items() if s.family == "peer"]
+
+
+def sgd(lr=1.0, groups=1):
+    params = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": lr} for _ in range(groups)]
+    return torch.optim.SGD(params, lr=lr)
+
+
+def trace(opt, sched, n, metric=None):
+    """LR used by each of ``n`` optimizer steps (stepping after each)."""
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step() if metric is None else sched.step(metric)
+    return out
+
+
+def test_the_peers_of_the_issue_are_registered_as_peers():
+    assert set(PEERS) == {
+        "warmup-linear", "warmup-cosine", "onecycle", "plateau", "greedy", "schedule-free", "prodigy"
+    }
+    assert {n for n in PEERS if SCHEDULERS[n].replaces_optimizer} == {"schedule-free", "prodigy"}
+
+
+@pytest.mark.parametrize("name", ["warmup-linear", "warmup-cosine"])
+def test_warmup_schedules_equal_hugging_face(name):
+    transformers = pytest.importorskip("transformers")
+    total, warmup = 50, 8
+    ours, _ = build_scheduler(
+        name, sgd(), epochs=5, steps_per_epoch=10, interval="step", warmup_steps=warmup
+    )
+    hf_opt = sgd()
+    make = (
+        transformers.get_linear_schedule_with_warmup
+        if name == "warmup-linear"
+        else transformers.get_cosine_schedule_with_warmup
+    )
+    theirs = make(hf_opt, num_warmup_steps=warmup, num_training_steps=total)
+    a = trace(ours.optimizer, ours, total)
+    b = trace(hf_opt, theirs, total)
+    # Hugging Face trains its first step at lr 0; ours at lr / warmup (the k-th of
+    # the warmup steps at k / warmup): the same ramp one step earlier
+    assert a[:warmup] == pytest.approx([k / warmup for k in range(1, warmup + 1)])
+    assert b[:warmup] == pytest.approx([k / warmup for k in range(warmup)])
+    assert a[warmup:] == pytest.approx(b[warmup:], abs=1e-12)
+    assert a[-1] > 0 and ours.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_default_warmup_is_a_tenth_of_the_run_unless_the_task_sets_one():
+    assert peer_warmup_steps("warmup-linear", 400) == 40
+    assert peer_warmup_steps("warmup-linear", 400, warmup_steps=7) == 7
+    assert peer_warmup_steps("warmup-linear", 3) == 1  # at least one step
+    assert peer_warmup_steps("onecycle", 400) == 0
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        peer_warmup_steps("plateau", 100, warmup_fraction=1.5)
+
+
+def test_onecycle_peaks_at_the_run_lr_and_lasts_exactly_the_run():
+    opt = sgd(lr=0.01)
+    sched, _ = build_scheduler("onecycle", opt, epochs=4, steps_per_epoch=25, interval="step")
+    lrs = trace(opt, sched, 100)
+    assert max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert lrs.index(max(lrs)) == pytest.approx(30, abs=1)  # pct_start 0.3
+    assert lrs[0] == pytest.approx(0.01 / 25)
+    # decreasing to the end, and the rate after the last step is the cycle's minimum
+    assert all(a > b for a, b in zip(lrs[31:], lrs[32:]))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 / 25 / 1e4)
+
+
+def test_per_step_peers_refuse_an_epoch_interval():
+    with pytest.raises(ValueError, match="interval='step'"):
+        build_scheduler("onecycle", sgd(), epochs=2, steps_per_epoch=3)
+
+
+def test_plateau_warms_up_ignores_decisions_until_then_and_resumes():
+    opt = sgd(lr=1.0)
+    sched = WarmupReduceLROnPlateau(opt, warmup_steps=4, factor=0.5, patience=1)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # step 1 trains at 1/4
+    sched.step(10.0)  # a decision during the warmup: ignored
+    assert sched.best == math.inf
+    lrs = trace(opt, sched, 5)
+    assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert not sched.in_warmup
+    # torch's plateau rule from here: patience 1 -> the 2nd non-improving decision halves
+    for loss in (1.0, 1.0):
+        sched.step(loss)
+    assert opt.param_groups[0]["lr"] == 1.0
+    sched.step(1.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    buf = io.BytesIO()
+    torch.save({"sched": sched.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    opt2 = sgd(lr=1.0)
+    sched2 = WarmupReduceLROnPlateau(opt2, warmup_steps=4, factor=0.5, patience=1)
+    opt2.load_state_dict(state["opt"])
+    sched2.load_state_dict(state["sched"])
+    for s_, o in ((sched, opt), (sched2, opt2)):
+        for loss in (1.0, 1.0, 1.0):
+            s_.step(loss)
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupReduceLROnPlateau(sgd(), warmup_steps=-1)
+
+
+def test_greedy_is_transformers_greedylr_within_the_uncertainty_bounds():
+    transformers = pytest.importorskip("transformers")
+    opt = sgd(lr=1e-3)
+    sched, spec = build_scheduler("greedy", opt, epochs=1, steps_per_epoch=400, interval="step")
+    assert isinstance(sched, transformers.optimization.GreedyLR) and spec.metric == "train_loss"
+    # a loss that only gets worse: x0.95 after each patience (11 steps), down to 1e-6
+    for k in range(110):
+        opt.step()
+        sched.step(1.0 + k)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.95**9)  # step 1 sets the best
+    for k in range(110, 2000):
+        opt.step()
+        sched.step(1.0 + k)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)
+    # one that keeps improving cannot push it above the initial rate
+    opt = sgd(lr=1e-3)
+    sched, _ = build_scheduler("greedy", opt, epochs=1, steps_per_epoch=400, interval="step")
+    for k in range(400):
+        opt.step()
+        sched.step(1.0 / (k + 1))
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_optimizer_replacing_peers():
+    pytest.importorskip("schedulefree")
+    pytest.importorskip("prodigyopt")
+    p = torch.nn.Parameter(torch.ones(3))
+    sf = build_peer_optimizer("schedule-free", [p], lr=0.01, run_steps=100)
+    assert type(sf).__name__ == "AdamWScheduleFree"
+    assert sf.param_groups[0]["warmup_steps"] == 10
+    assert effective_lrs(sf) == pytest.approx([0.001])  # step 1 of 10 of the warmup
+    prodigy = build_peer_optimizer("prodigy", [p], lr=0.01, run_steps=100)
+    assert type(prodigy).__name__ == "Prodigy" and prodigy.param_groups[0]["lr"] == 1.0
+    assert effective_lrs(prodigy) == pytest.approx([1e-6])  # lr x d0
+    with pytest.raises(ValueError, match="does not bring an optimizer"):
+        build_peer_optimizer("cosine", [p], lr=0.01, run_steps=10)
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        build_peer_optimizer("prodigy", [p], lr=0.01, run_steps=10, beta=0.9)
+
+
+def test_a_missing_package_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)  # import fails as if absent
+    with pytest.raises(ImportError, match=r'pip install "uncertainty-lr\[peers\]"'):
+        build_peer_optimizer("prodigy", [torch.nn.Parameter(torch.ones(1))], lr=1.0, run_steps=10)
+
+
+# ------------------------------------------------------------- in the training engine
+
+
+def test_engine_evaluates_schedule_free_on_its_averaged_weights(tmp_path, monkeypatch):
+    pytest.importorskip("schedulefree")
+    from helpers import mnist_settings
+
+    import uncertainty_lr.training as training
+
+    modes = []
+    real_evaluate = training.evaluate
+
+    def spy(model, x, y, *args, **kwargs):
+        opt_modes = {g["train_mode"] for g in spy.optimizer.param_groups}
+        modes.append(opt_modes)
+        return real_evaluate(model, x, y, *args, **kwargs)
+
+    real_build = training.build_optimizer
+
+    def build(*args, **kwargs):
+        spy.optimizer = real_build(*args, **kwargs)
+        return spy.optimizer
+
+    monkeypatch.setattr(training, "evaluate", spy)
+    monkeypatch.setattr(training, "build_optimizer", build)
+    m = training.train_classifier(
+        mnist_settings(scheduler="schedule-free", epochs=1, train_subset=960, val_subset=200),
+        tmp_path,
+    )
+    assert m["status"] == "completed"
+    # validation at step 0, 10, 20 (mid-epoch) and the end, then the test set: all in eval mode
+    assert len(modes) == 5 and all(m_ == {False} for m_ in modes)
+
+
+def test_engine_steps_plateau_on_the_validation_loss(tmp_path):
+    import pandas as pd
+    from helpers import mnist_settings
+
+    from uncertainty_lr.training import train_classifier
+
+    # relative threshold 0.99: only a 100x lower loss counts as better, so after the
+    # first decision every evaluation is a plateau and (patience 0) halves the rate
+    s = mnist_settings(
+        scheduler="plateau",
+        epochs=1,
+        train_subset=960,
+        val_subset=200,
+        scheduler_params={"patience": 0, "threshold": 0.99, "warmup_fraction": 0.0},
+    )
+    m = train_classifier(s, tmp_path)
+    h = pd.read_csv(tmp_path / "history.csv")
+    # each row: the rate of the steps before it; decisions after the rows at 10, 20, 30
+    lrs = h.loc[h["kind"] == "eval", "lr"].tolist()
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+    assert m["final_lr"] == pytest.approx([2.5e-4])
+
+
+# ------------------------------------------------------------- under the HF Trainer
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_every_peer_trains_under_the_trainer(name, tiny_checkpoint, tmp_path):
+    pytest.importorskip("transformers")
+    from helpers import transformer_settings
+
+    from uncertainty_lr.hf_backend import train_transformer
+
+    params = {}
+    if name == "plateau":  # every evaluation after the first is a plateau (see above)
+        params = {"patience": 0, "threshold": 0.99}
+    m = train_transformer(
+        transformer_settings(tiny_checkpoint, scheduler=name, scheduler_params=params), tmp_path
+    )
+    assert m["status"] == "completed" and m["steps"] == 6
+    lr0 = 1e-3  # transformer_settings' learning rate
+    h = __import__("pandas").read_csv(tmp_path / "history.csv")
+    lrs = h["lr"].dropna()
+    if name == "plateau":
+        # 2 warmup steps, then decisions after the evaluations at steps 2, 4 and 6:
+        # the first sets the best, the next two halve the rate
+        assert m["final_lr"] == pytest.approx([lr0 / 4, lr0 / 4])
+    elif name == "greedy":
+        assert all(0 < lr <= lr0 + 1e-12 for lr in lrs)
+    elif name == "prodigy":
+        assert lrs.max() < 1.0  # the logged rate is lr x d, not Prodigy's lr 1.0
+    elif name in ("warmup-linear", "warmup-cosine", "onecycle"):
+        assert m["final_lr"][0] == pytest.approx(0.0, abs=lr0 * 1e-3)
