@@ -257,3 +257,95 @@ def test_every_peer_trains_under_the_trainer(name, tiny_checkpoint, tmp_path):
         assert lrs.max() < 1.0  # the logged rate is lr x d, not Prodigy's lr 1.0
     elif name in ("warmup-linear", "warmup-cosine", "onecycle"):
         assert m["final_lr"][0] == pytest.approx(0.0, abs=lr0 * 1e-3)
+
+
+# ------------------------------------------------------------------------ controls
+
+
+def test_replay_of_a_run_reproduces_it_and_shuffled_permutes_its_signals(tmp_path):
+    import pandas as pd
+    from helpers import mnist_settings
+
+    from uncertainty_lr.training import train_classifier
+
+    runs = tmp_path / "runs" / "mnist"
+    common = dict(epochs=4, train_subset=320, val_subset=200, eval_every_steps=0)
+    # threshold 0.6: the gradient norm of this small run crosses it, so it both
+    # lowers and raises the rate
+    params = {"threshold": 0.6}
+    source = train_classifier(
+        mnist_settings(scheduler="uncertainty-gradnorm", scheduler_params=params, **common),
+        runs / "uncertainty-gradnorm" / "seed0",
+    )
+    src_trace = pd.read_csv(runs / "uncertainty-gradnorm" / "seed0" / "lr_trace.csv")
+    assert len(src_trace) == 5 and src_trace["signal"].notna().sum() == 4  # 1 + 4 epochs
+    replay = train_classifier(
+        mnist_settings(scheduler="replay-gradnorm", **common), runs / "replay-gradnorm" / "seed0"
+    )
+    # the same rates, seed and data order: the same training, exactly
+    assert replay["test"] == source["test"] and replay["final_lr"] == source["final_lr"]
+    a = pd.read_csv(runs / "uncertainty-gradnorm" / "seed0" / "history.csv").drop(columns="seconds")
+    b = pd.read_csv(runs / "replay-gradnorm" / "seed0" / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+
+    train_classifier(
+        mnist_settings(scheduler="shuffled-gradnorm", **common), runs / "shuffled-gradnorm" / "seed0"
+    )
+    shuffled = pd.read_csv(runs / "shuffled-gradnorm" / "seed0" / "lr_trace.csv")
+    assert sorted(shuffled["signal"].dropna()) == sorted(src_trace["signal"].dropna())
+
+
+def test_a_control_without_its_source_fails_before_training(tmp_path):
+    from helpers import mnist_settings
+
+    from uncertainty_lr.config import ConfigError
+    from uncertainty_lr.training import train_classifier
+
+    out = tmp_path / "runs" / "mnist" / "replay-variance" / "seed0"
+    with pytest.raises(ConfigError, match="run it first"):
+        train_classifier(mnist_settings(scheduler="replay-variance"), out)
+    # a source made with other settings is refused, naming what differs
+    train_classifier(
+        mnist_settings(scheduler="uncertainty-variance", epochs=1, train_subset=64, val_subset=50),
+        tmp_path / "runs" / "mnist" / "uncertainty-variance" / "seed0",
+    )
+    with pytest.raises(ConfigError, match="differs in: epochs"):
+        train_classifier(
+            mnist_settings(scheduler="replay-variance", epochs=2, train_subset=64, val_subset=50),
+            out,
+        )
+
+
+def test_replay_under_the_trainer_reproduces_its_source(tiny_checkpoint, tmp_path):
+    pytest.importorskip("transformers")
+    import pandas as pd
+    from helpers import transformer_settings
+
+    from uncertainty_lr.hf_backend import train_transformer
+
+    runs = tmp_path / "runs" / "imdb-bert"
+    params = {"threshold": 0.05}  # the tiny model's gradient norm crosses it
+    source = train_transformer(
+        transformer_settings(
+            tiny_checkpoint, scheduler="uncertainty-gradnorm", scheduler_params=params
+        ),
+        runs / "uncertainty-gradnorm" / "seed0",
+    )
+    trace = pd.read_csv(runs / "uncertainty-gradnorm" / "seed0" / "lr_trace.csv")
+    assert len(trace) == 7  # before the first step, then after each of the 6
+    assert trace["lr_group0"].nunique() > 2  # warmup and decisions moved the rate
+    replay = train_transformer(
+        transformer_settings(tiny_checkpoint, scheduler="replay-gradnorm"),
+        runs / "replay-gradnorm" / "seed0",
+    )
+    assert replay["test"] == source["test"] and replay["final_lr"] == source["final_lr"]
+
+
+def test_preflight_wants_a_controls_source_in_the_task():
+    from uncertainty_lr.config import ConfigError, load_config, preflight
+    from uncertainty_lr.paths import repo_root
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    config["tasks"]["mnist"]["schedulers"] = ["cosine", "replay-variance"]
+    with pytest.raises(ConfigError, match="add 'uncertainty-variance' to the task's schedulers"):
+        preflight(config)

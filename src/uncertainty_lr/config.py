@@ -109,6 +109,15 @@ def preflight(config: dict[str, Any]) -> None:
             )
         except (ValueError, TypeError, ImportError) as err:
             problems.append(f"  - scheduler_params/{name}: {err}")
+    for task in config["tasks"]:
+        names = task_schedulers(config, task)
+        for name in names:
+            source = SCHEDULERS[name].source
+            if source is not None and source not in names:
+                problems.append(
+                    f"  - tasks/{task}/schedulers: control {name!r} replays or shuffles the "
+                    f"runs of {source!r}; add {source!r} to the task's schedulers"
+                )
     used = {s for task in config["tasks"] for s in task_schedulers(config, task)}
     for name in sorted(used):
         package = SCHEDULERS[name].requires

@@ -38,13 +38,14 @@ import torch
 import torch.nn.functional as F
 
 from uncertainty_lr.config import ConfigError, RunSettings
+from uncertainty_lr.controls import TraceRecorder, load_control_input
 from uncertainty_lr.data import squad
 from uncertainty_lr.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
 from uncertainty_lr.distributed import is_main_process
 from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics
 from uncertainty_lr.pretrained import resolve_pretrained
-from uncertainty_lr.schedulers import build_scheduler, effective_lrs, uncertainty_part
+from uncertainty_lr.schedulers import SCHEDULERS, build_scheduler, effective_lrs, uncertainty_part
 from uncertainty_lr.tasks import VAL_METRICS
 from uncertainty_lr.training import (
     build_optimizer,
@@ -143,8 +144,12 @@ def _make_recorder(
     rows: list[dict],
     seconds_before: float,
     metric_names: Sequence[str] = ("accuracy",),
+    trace: TraceRecorder | None = None,
+    scheduler: Any = None,
 ):
-    """A ``TrainerCallback`` that writes the run's history rows (see module docs)."""
+    """A ``TrainerCallback`` that writes the run's history rows (see module docs) and,
+    given a ``trace``, records the schedule's learning rates after every optimizer
+    step (:class:`~uncertainty_lr.controls.TraceRecorder`)."""
     from transformers import TrainerCallback  # noqa: PLC0415
 
     class RunRecorder(TrainerCallback):
@@ -177,7 +182,9 @@ def _make_recorder(
         def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
             self.lr_used = self._lr(optimizer)  # the Trainer steps the schedule after
 
-        def on_step_end(self, args, state, control, **kwargs):
+        def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+            if trace is not None and optimizer is not None:
+                trace.record(optimizer, scheduler)  # after the Trainer's scheduler.step()
             if not math.isfinite(signals.last_values.get("grad_norm", 0.0)):
                 self._diverge(state, control)
 
@@ -229,7 +236,16 @@ def _make_recorder(
             if folder.is_dir() and is_main_process():
                 atomic_write_json(
                     folder / HISTORY_FILE,
-                    {"rows": [_json_row(r) for r in rows], "seconds": self.seconds()},
+                    {
+                        "rows": [_json_row(r) for r in rows],
+                        "seconds": self.seconds(),
+                        "trace": None
+                        if trace is None
+                        else {
+                            **trace.state(),
+                            "rows": [_json_row(r) for r in trace.state()["rows"]],
+                        },
+                    },
                 )
 
     return RunRecorder()
@@ -468,6 +484,10 @@ def train_transformer(
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     device = resolve_device(s.device)
+    # a control reads its source run first: a missing source fails before any work
+    control = (
+        load_control_input(s, out_dir) if SCHEDULERS[s.scheduler].family == "control" else None
+    )
     path = resolve_pretrained(s.pretrained, offline=s.offline)
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
@@ -512,6 +532,7 @@ def train_transformer(
             reference_epochs=s.reference_epochs,
             warmup_steps=warmup,
             decision_interval=eval_steps,
+            control=control,
             **s.scheduler_params,
         )
     except ValueError as err:
@@ -539,8 +560,21 @@ def train_transformer(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
+    trace = TraceRecorder()
+    if saved and saved.get("trace"):
+        trace.load(
+            {
+                "rows": [
+                    {k: (math.nan if v is None else v) for k, v in r.items()}
+                    for r in saved["trace"]["rows"]
+                ],
+                "decisions": saved["trace"]["decisions"],
+            }
+        )
+    else:
+        trace.record(optimizer, scheduler)
     recorder = _make_recorder(
-        signals, steps_per_epoch, rows, seconds_before, VAL_METRICS[s.dataset]
+        signals, steps_per_epoch, rows, seconds_before, VAL_METRICS[s.dataset], trace, scheduler
     )
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 in distributed.launch workers
@@ -631,6 +665,7 @@ def train_transformer(
     out_dir = Path(out_dir)
     if is_main_process():
         atomic_write_csv(out_dir / "history.csv", history)
+        trace.write(out_dir)
         atomic_write_json(out_dir / "metrics.json", metrics)
         if not (keep_checkpoints_requested() if keep_checkpoint is None else keep_checkpoint):
             shutil.rmtree(ckpt_dir, ignore_errors=True)

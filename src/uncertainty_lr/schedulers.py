@@ -285,6 +285,7 @@ class UncertaintyLR(LRScheduler):
         self.num_nonfinite = 0
         self.num_decreases = 0
         self.num_increases = 0
+        self.num_decisions = 0  # decisions taken on a signal (kept rates included)
         super().__init__(optimizer, last_epoch)
 
     @property
@@ -398,6 +399,7 @@ class UncertaintyLR(LRScheduler):
         if not signals:
             return current
         self.last_signal = dict(signals)
+        self.num_decisions += 1
         if self.threshold_mode == "rel":
             values, ready = {}, True
             alpha = 1.0 - 0.5 ** (1.0 / self.scale_half_life)
@@ -492,6 +494,104 @@ class WarmupReduceLROnPlateau(ReduceLROnPlateau):
         super().step(metrics)
 
 
+class ScriptedSignalLR(UncertaintyLR):
+    """:class:`UncertaintyLR` that decides on a given sequence of signal values
+    instead of what it observes: the ``shuffled`` control.
+
+    Fed the decision signals of a real run in a shuffled order, it takes the same
+    kind of decisions (the same rule, thresholds and bounds, as many decreases and
+    increases in expectation) at times unrelated to the model's state. If it trains
+    as well as the real schedule, the signal's timing is not what helps.
+
+    Args:
+        optimizer: the wrapped optimizer.
+        script: the signal value of each decision, in order (one signal only; a
+            decision after the script is exhausted keeps the rate).
+        **kwargs: :class:`UncertaintyLR`'s arguments (single ``threshold``).
+
+    Raises:
+        ValueError: a mapping ``threshold`` (several signals), a non-finite script
+            value, or :class:`UncertaintyLR`'s own errors.
+    """
+
+    def __init__(self, optimizer: Optimizer, script: Sequence[float], **kwargs: Any) -> None:
+        values = [float(v) for v in script]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("script values must be finite (they replace observed signals)")
+        super().__init__(optimizer, **kwargs)
+        if len(self.thresholds) != 1:
+            raise ValueError("ScriptedSignalLR takes a single signal (one threshold)")
+        self.script = values
+        self.position = 0
+
+    def _decision_signals(self) -> dict[str, float]:
+        if self.position >= len(self.script):
+            return {}
+        value = self.script[self.position]
+        self.position += 1
+        return {next(iter(self.thresholds)): value}
+
+
+class ReplayLR(LRScheduler):
+    """A recorded learning-rate trace replayed as a fixed schedule: the ``replay``
+    control.
+
+    Row ``k`` of ``trace`` holds the learning rate of every parameter group after
+    the ``k``-th call of ``step()`` (row 0: before the first), as recorded in the
+    run being replayed; calls past the end keep the last row. Same seed, same data
+    order, same rates, but no dependence on this run's signal: if it trains as well
+    as the adaptive run, the decay it happened to produce is what helps.
+
+    Args:
+        optimizer: the wrapped optimizer (as many groups as the trace has columns).
+        trace: rows of per-group learning rates (>= 0, finite), at least one row.
+        last_epoch: torch's convention (-1: a fresh start).
+
+    Raises:
+        ValueError: an empty trace, rows of the wrong width, or negative or
+            non-finite rates.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, trace: Sequence[Sequence[float]], last_epoch: int = -1
+    ) -> None:
+        rows = [[float(v) for v in row] for row in trace]
+        n = len(optimizer.param_groups)
+        if not rows:
+            raise ValueError("trace is empty: it needs at least the initial learning rates")
+        for k, row in enumerate(rows):
+            if len(row) != n:
+                raise ValueError(
+                    f"trace row {k} has {len(row)} learning rates but the optimizer has {n} "
+                    "parameter groups: replay a run of the same model and optimizer"
+                )
+            if not all(math.isfinite(v) and v >= 0 for v in row):
+                raise ValueError(f"trace row {k} has a negative or non-finite rate: {row}")
+        self.trace = rows
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        """The recorded rates of this call (the last row after the trace ends)."""
+        return list(self.trace[min(max(self.last_epoch, 0), len(self.trace) - 1)])
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """What a control needs from the run it controls (:mod:`uncertainty_lr.controls`).
+
+    Attributes:
+        lr_trace: per call of ``step()``, the learning rate of every group (replay).
+        signals: the decision signals of the run, in order (shuffled).
+        source_params: the scheduler overrides of the run (shuffled: the same rule).
+        seed: seeds the shuffle.
+    """
+
+    lr_trace: Sequence[Sequence[float]]
+    signals: Sequence[float]
+    source_params: Mapping[str, Any]
+    seed: int
+
+
 # --------------------------------------------------------------------------- registry
 
 FAMILIES = ("baseline", "uncertainty", "peer", "control")
@@ -520,6 +620,8 @@ class ScheduleSpec:
             replaces it with (``"schedule-free-adamw"``, ``"prodigy"``): see
             :func:`build_peer_optimizer`.
         requires: the Python package the method needs (imported lazily), or None.
+        source: for a control, the uncertainty schedule whose run (same task and
+            seed) it replays or shuffles.
     """
 
     name: str
@@ -531,6 +633,7 @@ class ScheduleSpec:
     metric: str | None = None
     optimizer: str | None = None
     requires: str | None = None
+    source: str | None = None
 
     @property
     def replaces_optimizer(self) -> bool:
@@ -630,6 +733,21 @@ SCHEDULERS: dict[str, ScheduleSpec] = {
             family="peer",
             optimizer="prodigy",
             requires="prodigyopt",
+        ),
+        *(
+            ScheduleSpec(
+                f"{kind}-{short}",
+                None,
+                {},
+                text.format(source=f"uncertainty-{short}"),
+                family="control",
+                source=f"uncertainty-{short}",
+            )
+            for short in ("gradnorm", "variance")
+            for kind, text in (
+                ("replay", "the learning rates of {source}'s run of the same seed, replayed"),
+                ("shuffled", "{source}'s rule fed its run's decision signals in shuffled order"),
+            )
         ),
     )
 }
@@ -761,6 +879,7 @@ def build_scheduler(
     reference_epochs: int = 50,
     warmup_steps: int = 0,
     decision_interval: int = 1,
+    control: ControlInput | None = None,
     **overrides: Any,
 ) -> tuple[Any, ScheduleSpec]:
     """Build a registered schedule for a run of a given length.
@@ -814,6 +933,12 @@ def build_scheduler(
             must be shorter than the run.
         decision_interval: calls of ``step()`` between two decisions of
             ``UncertaintyLR`` (ignored by the other schedules).
+        control: what a control (``spec.family == "control"``) takes from its
+            source run: ``replay-*`` is :class:`ReplayLR` over ``control.lr_trace``
+            (which already holds any warmup); ``shuffled-*`` is
+            :class:`ScriptedSignalLR` with the source's rule and hyperparameters fed
+            ``control.signals`` permuted by ``numpy.random.default_rng(control.seed)``,
+            after the same warmup as the source.
         **overrides: hyperparameters replacing the defaults of ``SCHEDULERS[name]``.
 
     Returns:
@@ -922,6 +1047,24 @@ def build_scheduler(
         return sched, spec
     elif name == "schedule-free":  # the optimizer warms up and averages; no schedule
         return ConstantLR(optimizer, factor=1.0, total_iters=0), spec
+    elif spec.family == "control":
+        if control is None:
+            raise ValueError(
+                f"control {name!r} needs its source run ({spec.source}, same task and seed): "
+                "pass control= (uncertainty_lr.controls.load_control_input reads it)"
+            )
+        if name.startswith("replay"):
+            return ReplayLR(optimizer, control.lr_trace), spec
+        import numpy as np  # noqa: PLC0415
+
+        order = np.random.default_rng(control.seed).permutation(len(control.signals))
+        source_hp = {**SCHEDULERS[spec.source].defaults, **control.source_params}
+        sched = ScriptedSignalLR(
+            optimizer,
+            [control.signals[i] for i in order],
+            decision_interval=decision_interval,
+            **source_hp,
+        )
     elif name == "prodigy":  # cosine annealing, as Prodigy's authors recommend
         sched = CosineAnnealingLR(optimizer, T_max=run_units - warmup_steps, eta_min=0.0)
     else:  # pragma: no cover - every registry name has a branch

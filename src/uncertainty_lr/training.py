@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 import uncertainty_lr
 from uncertainty_lr.config import ConfigError, RunSettings
+from uncertainty_lr.controls import TraceRecorder, load_control_input
 from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics, time_to_target
 from uncertainty_lr.models import build_model
@@ -131,7 +132,7 @@ def keep_checkpoints_requested() -> bool:
     return os.environ.get(KEEP_CHECKPOINTS_VARIABLE, "0") == "1"
 
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: with the learning-rate trace
 CORRUPT_FILE_ERRORS = (
     pickle.UnpicklingError,
     RuntimeError,
@@ -449,6 +450,10 @@ def train_classifier(
         raise ConfigError(f"unknown dataset {s.dataset!r}; valid: {', '.join(DATASETS)}")
     device = resolve_device(s.device)
     out_dir = Path(out_dir)
+    # a control reads its source run first: a missing source fails before any work
+    control = (
+        load_control_input(s, out_dir) if SCHEDULERS[s.scheduler].family == "control" else None
+    )
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
     torch.set_flush_denormal(True)
@@ -492,9 +497,12 @@ def train_classifier(
         interval="step" if per_step else "epoch",
         scaling=s.scaling,
         reference_epochs=s.reference_epochs,
+        control=control,
         **s.scheduler_params,
     )
     n_groups = len(optimizer.param_groups)
+    trace = TraceRecorder()
+    trace.record(optimizer, scheduler)
 
     def lrs() -> dict[str, float]:
         current = effective_lrs(optimizer)
@@ -515,6 +523,7 @@ def train_classifier(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        trace.load(state["trace"])
         restore_rng(state["rng"], order_gen)
         rows, step, start_epoch = state["rows"], state["step"], state["epoch"]
         train_seconds = state["train_seconds"]
@@ -528,6 +537,7 @@ def train_classifier(
             optimizer.train()
         if spec.metric == "val_loss" and step > 0:
             scheduler.step(val_loss)
+            trace.record(optimizer, scheduler)
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
         rows.append(
             {
@@ -589,6 +599,8 @@ def train_classifier(
                 scheduler.step(loss_f)  # GreedyLR
             elif per_step:
                 scheduler.step()  # per-step schedules; a plateau's warmup tick
+            if per_step:
+                trace.record(optimizer, scheduler)
             window.add(loss_f, g_f, v_f)
             if s.sample_every_steps and step % s.sample_every_steps == 0:
                 rows.append(
@@ -612,6 +624,7 @@ def train_classifier(
         window = _Window()
         if not per_step:
             scheduler.step()
+            trace.record(optimizer, scheduler)
         save_checkpoint(
             ckpt_path,
             {
@@ -624,6 +637,7 @@ def train_classifier(
                 "scheduler": scheduler.state_dict(),
                 "rng": capture_rng(order_gen),
                 "rows": rows,
+                "trace": trace.state(),
                 "train_seconds": train_seconds + (time.perf_counter() - t_loop),
             },
         )
@@ -661,6 +675,7 @@ def train_classifier(
         device=device,
     )
     atomic_write_csv(out_dir / "history.csv", history)
+    trace.write(out_dir)
     atomic_write_json(out_dir / "metrics.json", metrics)
     if not (keep_checkpoints_requested() if keep_checkpoint is None else keep_checkpoint):
         ckpt_path.unlink(missing_ok=True)

@@ -23,6 +23,17 @@ def run_parameters(wildcards):
     return yaml.safe_dump(parameters, default_flow_style=True, width=math.inf, sort_keys=False).strip()
 
 
+def control_source(wildcards):
+    """Input of a control run: the learning-rate trace of its source run (the same
+    task and seed, ``ScheduleSpec.source``); nothing for the other schedules."""
+    from uncertainty_lr.schedulers import SCHEDULERS
+
+    spec = SCHEDULERS.get(wildcards.scheduler)
+    if spec is None or spec.source is None:
+        return []
+    return [f"{RESULTS}/runs/{wildcards.task}/{spec.source}/seed{wildcards.seed}/lr_trace.csv"]
+
+
 def folder_of(name):
     """A params function: the folder of the rule's output or input file ``name``."""
 

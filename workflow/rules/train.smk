@@ -4,9 +4,12 @@
 rule train:
     input:
         notebook="notebooks/train.ipynb",
+        # a control (replay-*, shuffled-*) reads the trace of the run it controls
+        source=control_source,
     output:
         metrics=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/metrics.json",
         history=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/history.csv",
+        trace=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/lr_trace.csv",
         notebook=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/train.ipynb",
     params:
         parameters=run_parameters,
