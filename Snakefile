@@ -12,7 +12,13 @@ sys.path.insert(0, os.path.abspath("src"))  # the project, also where it is not 
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from uncertainty_lr.config import ConfigError, planned_runs, preflight, validate_config
+from uncertainty_lr.config import (
+    ConfigError,
+    planned_runs,
+    preflight,
+    sensitivity_runs,
+    validate_config,
+)
 from uncertainty_lr.paths import export_source_path
 
 # The default config, unless one is given with --configfile (the `configfile:`
@@ -34,6 +40,7 @@ export_source_path()
 
 RESULTS = config["results_dir"]
 RUNS = planned_runs(config)  # task x scheduler x seed (a task may reduce its grid)
+SENSITIVITY_RUNS = sensitivity_runs(config)  # task x scheduler x point x seed
 
 
 include: "workflow/rules/common.smk"
@@ -45,6 +52,7 @@ include: "workflow/rules/paper.smk"
 localrules:
     all,
     aggregate,
+    aggregate_sensitivity,
     figures,
     tables,
     paper,

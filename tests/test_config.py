@@ -296,3 +296,38 @@ def test_run_settings_values_are_checked():
     for text in ("dataset: 'cifar' is not one of mnist, imdb", "epochs: 0 is not >= 1",
                  "lr: -1.0 is not > 0", "device: 'tpu' is not auto, cpu or cuda"):
         assert text in msg
+
+
+def test_sensitivity_sweep_points_and_their_settings():
+    from uncertainty_lr.config import (
+        preflight,
+        resolve_sensitivity_run,
+        sensitivity_points,
+        sensitivity_runs,
+    )
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    points = sensitivity_points(config)
+    assert points == {
+        ("uncertainty-gradnorm", "threshold_0.1"): {"threshold": 0.1},
+        ("uncertainty-gradnorm", "threshold_1"): {"threshold": 1.0},
+        ("uncertainty-gradnorm", "rel-threshold_1.1"): {"threshold_mode": "rel", "threshold": 1.1},
+    }
+    assert len(sensitivity_runs(config)) == 3
+    s = resolve_sensitivity_run(config, "uncertainty-gradnorm", "rel-threshold_1.1", 0)
+    base = resolve_run(config, "mnist", "uncertainty-gradnorm", 0)
+    assert s.epochs == 2 and s.scheduler_params == {"threshold_mode": "rel", "threshold": 1.1}
+    assert {k: v for k, v in s.to_dict().items() if k not in ("epochs", "scheduler_params")} == {
+        k: v for k, v in base.to_dict().items() if k not in ("epochs", "scheduler_params")
+    }
+    with pytest.raises(ConfigError, match="not a point of the sensitivity sweep"):
+        resolve_sensitivity_run(config, "uncertainty-gradnorm", "threshold_0.5", 0)
+    # preflight: the sweep's task must exist and every point must build
+    config["sensitivity"]["sweeps"].append(
+        {"scheduler": "uncertainty-variance", "param": "factor", "values": [1.5]}
+    )
+    with pytest.raises(ConfigError, match="sensitivity/uncertainty-variance/factor_1.5: factor"):
+        preflight(config)
+    config["sensitivity"]["task"] = "cifar"
+    with pytest.raises(ConfigError, match="'cifar' is not a task of this config"):
+        preflight(config)

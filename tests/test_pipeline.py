@@ -8,6 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from uncertainty_lr.analysis.figures import FIGURES
 from uncertainty_lr.config import load_config, planned_runs
 from uncertainty_lr.paths import repo_root
 from uncertainty_lr.schedulers import SCHEDULERS
@@ -21,7 +22,8 @@ def test_the_smoke_config_covers_every_task_and_backend():
     tasks = {task for task, _, _ in SMOKE_RUNS}
     assert tasks == {"mnist", "imdb-lstm", "imdb-minilm", "squad-minilm"}
     assert {s for t, s, _ in SMOKE_RUNS if t == "mnist"} == set(SCHEDULERS)
-    assert {s for t, s, _ in SMOKE_RUNS if t == "imdb-lstm"} == set(SCHEDULERS)
+    study = {n for n, spec in SCHEDULERS.items() if spec.family in ("baseline", "uncertainty")}
+    assert {s for t, s, _ in SMOKE_RUNS if t == "imdb-lstm"} == study
 
 
 @pytest.mark.parametrize(("task", "name", "seed"), SMOKE_RUNS)
@@ -42,6 +44,8 @@ def test_every_run_wrote_its_outputs(smoke_repo, task, name, seed):
         assert {"precision", "recall", "f1", "f1_macro"} <= set(metrics["test"])
     history = pd.read_csv(run / "history.csv")
     assert len(history) == metrics["history_rows"] > 5
+    trace = pd.read_csv(run / "lr_trace.csv")  # rates after each scheduler call
+    assert trace["lr_group0"].iloc[-1] == pytest.approx(metrics["final_lr"][0])
     evals = history[history["kind"] == "eval"]
     assert evals["step"].iloc[0] == 0 and evals["step"].iloc[-1] == metrics["steps"]
     executed = nbformat.read(run / "train.ipynb", as_version=4)
@@ -87,7 +91,7 @@ def test_tables_and_numbers_come_from_the_runs(smoke_repo):
 
 
 def test_figures_and_pdf_exist_and_are_not_trivial(smoke_repo):
-    for name in ("val_accuracy", "lr", "signals"):
+    for name in FIGURES:
         assert (smoke_repo / "figures" / f"{name}.pdf").stat().st_size > 5_000
         assert (smoke_repo / "figures" / f"{name}.png").stat().st_size > 10_000
     pdf = (smoke_repo / "paper" / "main.pdf").read_bytes()
@@ -97,6 +101,48 @@ def test_figures_and_pdf_exist_and_are_not_trivial(smoke_repo):
     assert pages and int(pages.group(1)) >= 3
     assert "There were undefined references" not in log
     assert "Citation" not in log  # every citation resolved in the final pass
+
+
+def test_comparison_controls_and_sensitivity_come_from_the_runs(smoke_repo):
+    aggregate = smoke_repo / "results" / "smoke" / "aggregate"
+    runs = pd.read_csv(aggregate / "runs.csv")
+    table = pd.read_csv(aggregate / "comparison.csv")
+    assert len(table) == runs.groupby(["task", "scheduler"]).ngroups
+    mnist = table[table["task"] == "mnist"].set_index("scheduler")
+    assert mnist["time_baseline"].nunique() == 1 and mnist["family"]["prodigy"] == "peer"
+    tex = (smoke_repo / "paper" / "generated" / "comparison_table.tex").read_text()
+    for name in SCHEDULERS:
+        assert f"\\texttt{{{name}}}" in tex
+    sens = pd.read_csv(aggregate / "sensitivity.csv")
+    assert sorted(sens["label"]) == ["rel-threshold_1.1", "threshold_0.1", "threshold_1"]
+    assert (sens["epochs"] == 2).all()
+    text = (smoke_repo / "paper" / "generated" / "sensitivity.tex").read_text()
+    assert "\\paragraph{Controls.}" in text and "\\paragraph{Sensitivity.}" in text
+    assert "shuffled-variance" in text and "Do the thresholds transfer?" in text
+    levels = pd.read_csv(aggregate / "signal_levels.csv")
+    assert set(levels["task"]) == set(runs["task"]) and levels["fraction_above"].between(0, 1).all()
+    for name in ("performance_profile", "sensitivity"):
+        assert (smoke_repo / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_explore_notebook_runs_top_to_bottom_on_the_results(smoke_repo):
+    import subprocess
+    import sys
+
+    out = smoke_repo / "explore-executed.ipynb"
+    subprocess.run(
+        [
+            sys.executable, "-m", "papermill", "notebooks/explore.ipynb", str(out),
+            "-p", "results_dir", "results/smoke", "-p", "tasks", "mnist",
+            "-p", "schedulers", "cosine,uncertainty-gradnorm,shuffled-gradnorm",
+            "-k", "python3", "--no-progress-bar",
+        ],
+        cwd=smoke_repo, check=True, capture_output=True, timeout=600,
+    )
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "3 runs in the slice" in text
+    assert (smoke_repo / "figures" / "explore" / "performance_profile.png").is_file()
 
 
 def test_second_dry_run_has_nothing_to_do(smoke_repo, run_snakemake):
@@ -121,20 +167,24 @@ def test_paper_has_no_hand_typed_results():
     assert not re.findall(r"\d", prose), re.findall(r".{20}\d.{20}", prose)
 
 
-def test_committed_notebooks_are_stripped_and_parameterised():
-    nb = nbformat.read(repo_root() / "notebooks" / "train.ipynb", as_version=4)
+@pytest.mark.parametrize("name", ["train.ipynb", "explore.ipynb"])
+def test_committed_notebooks_are_stripped_and_parameterised(name):
+    nb = nbformat.read(repo_root() / "notebooks" / name, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert any("parameters" in c.metadata.get("tags", []) for c in code)
 
 
 def test_a_changed_config_reruns_the_runs_it_changes(smoke_repo, run_snakemake):
-    # the first `lr: 0.001` is the mnist task's: its 6 runs change, no other
+    # the first `lr: 0.001` is the mnist task's: its runs and the sweep's (on mnist)
+    # change, no other
     text = (smoke_repo / "config" / "smoke.yaml").read_text().replace("lr: 0.001", "lr: 0.002", 1)
     (smoke_repo / "changed.yaml").write_text(text)
     proc = run_snakemake(smoke_repo, "-n", "--configfile", "changed.yaml")
     out = proc.stdout + proc.stderr
-    assert re.search(r"^train\s+6$", out, re.MULTILINE), out
+    n_mnist = len([r for r in SMOKE_RUNS if r[0] == "mnist"])
+    assert re.search(rf"^train\s+{n_mnist}$", out, re.MULTILINE), out
+    assert re.search(r"^train_sensitivity\s+3$", out, re.MULTILINE), out
 
 
 def test_two_builds_of_the_same_results_are_byte_identical(smoke_repo, tmp_path):

@@ -109,6 +109,24 @@ def preflight(config: dict[str, Any]) -> None:
             )
         except (ValueError, TypeError, ImportError) as err:
             problems.append(f"  - scheduler_params/{name}: {err}")
+    sens = config.get("sensitivity")
+    if sens and sens["task"] not in config["tasks"]:
+        problems.append(
+            f"  - sensitivity/task: {sens['task']!r} is not a task of this config "
+            f"(tasks: {', '.join(config['tasks'])})"
+        )
+    elif sens:  # each point's own overrides (scheduler_params are checked above)
+        for sweep in sens["sweeps"]:
+            for value in sweep["values"]:
+                params = {**sweep.get("fixed", {}), sweep["param"]: value}
+                optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+                try:
+                    build_scheduler(
+                        sweep["scheduler"], optimizer, epochs=1, steps_per_epoch=10, **params
+                    )
+                except (ValueError, TypeError) as err:
+                    label = sweep_label(sweep, value)
+                    problems.append(f"  - sensitivity/{sweep['scheduler']}/{label}: {err}")
     for task in config["tasks"]:
         names = task_schedulers(config, task)
         for name in names:
@@ -404,7 +422,7 @@ class RunSettings:
     eval_every_steps: int = 0
     sample_every_steps: int = 50
     train_subset: int = 0
-    scheduler_params: dict[str, float] = field(default_factory=dict)
+    scheduler_params: dict[str, Any] = field(default_factory=dict)
     scaling: str = "absolute"
     reference_epochs: int = 50
     device: str = "auto"
@@ -497,6 +515,72 @@ def planned_runs(config: dict[str, Any]) -> list[tuple[str, str, int]]:
     ]
 
 
+def sweep_label(sweep: dict[str, Any], value: float) -> str:
+    """Folder name of one point of a sensitivity sweep: the fixed overrides' values,
+    the swept parameter and its value, e.g. ``threshold_0.1``,
+    ``rel-threshold_1.25``, ``increase_factor_1.2``."""
+    prefix = "".join(f"{v}-" for v in sweep.get("fixed", {}).values())
+    return f"{prefix}{sweep['param']}_{value:g}"
+
+
+def sensitivity_points(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every point of the config's sensitivity sweep: ``(scheduler, label)`` -> the
+    scheduler overrides of its runs (the config's ``scheduler_params`` of that
+    scheduler, the sweep's ``fixed`` ones, the swept value). Empty without a sweep."""
+    sens = config.get("sensitivity")
+    if not sens:
+        return {}
+    points = {}
+    for sweep in sens["sweeps"]:
+        base = {
+            **config["scheduler_params"].get(sweep["scheduler"], {}),
+            **sweep.get("fixed", {}),
+        }
+        for value in sweep["values"]:
+            points[(sweep["scheduler"], sweep_label(sweep, value))] = {
+                **base,
+                sweep["param"]: value,
+            }
+    return points
+
+
+def sensitivity_runs(config: dict[str, Any]) -> list[tuple[str, str, str, int]]:
+    """Every ``(task, scheduler, label, seed)`` run of the sensitivity sweep."""
+    sens = config.get("sensitivity")
+    if not sens:
+        return []
+    return [
+        (sens["task"], scheduler, label, seed)
+        for scheduler, label in sensitivity_points(config)
+        for seed in sens["seeds"]
+    ]
+
+
+def resolve_sensitivity_run(
+    config: dict[str, Any], scheduler: str, label: str, seed: int
+) -> RunSettings:
+    """Settings of one run of the sensitivity sweep: the sweep task's, with the
+    point's scheduler overrides and the sweep's ``epochs``.
+
+    Raises:
+        ConfigError: no sweep, or a point or seed that is not in it.
+    """
+    sens = config.get("sensitivity")
+    points = sensitivity_points(config)
+    if (scheduler, label) not in points:
+        raise ConfigError(
+            f"{scheduler}/{label} is not a point of the sensitivity sweep; it has: "
+            f"{', '.join(f'{s}/{lab}' for s, lab in points) or 'none'}"
+        )
+    if seed not in sens["seeds"]:
+        raise ConfigError(f"seed {seed!r} is not among the sweep's seeds {sens['seeds']}")
+    settings = _settings(config, sens["task"], scheduler, seed)
+    settings.scheduler_params = dict(points[(scheduler, label)])
+    if "epochs" in sens:
+        settings.epochs = int(sens["epochs"])
+    return settings
+
+
 def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) -> RunSettings:
     """Settings of one run of a validated config.
 
@@ -514,13 +598,18 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
             f"scheduler {scheduler!r} is not in task {task!r}'s list: "
             f"{', '.join(task_schedulers(config, task))}"
         )
-    from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
-
     if seed not in task_seeds(config, task):
         raise ConfigError(
             f"seed {seed!r} is not in task {task!r}'s list: "
             f"{', '.join(map(str, task_seeds(config, task)))}"
         )
+    return _settings(config, task, scheduler, seed)
+
+
+def _settings(config: dict[str, Any], task: str, scheduler: str, seed: int) -> RunSettings:
+    """The run settings of a task, scheduler and seed (names already checked)."""
+    from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
+
     t = config["tasks"][task]
     schedule = {**config["schedule"], **t.get("schedule", {})}
     return RunSettings(

@@ -710,7 +710,7 @@ SCHEDULERS: dict[str, ScheduleSpec] = {
                 "min_lr_ratio": 1e-3,
                 "max_lr_ratio": 1.0,
             },
-            "GreedyLR (Subramanian et al. 2025) on the smoothed training loss, per step",
+            "GreedyLR (arXiv:2512.14527) on the smoothed training loss, per step",
             family="peer",
             interval="step",
             metric="train_loss",
@@ -867,6 +867,22 @@ def effective_lrs(optimizer: Optimizer) -> list[float]:
 
 SCALINGS = ("absolute", "fraction")
 
+UNCERTAINTY_OPTIONS = {
+    "threshold",
+    "factor",
+    "increase_factor",
+    "min_lr",
+    "max_lr",
+    "min_lr_ratio",
+    "smoothing",
+    "ema_half_life",
+    "threshold_mode",
+    "scale_half_life",
+    "cooldown",
+}
+"""Options of :class:`UncertaintyLR` a registry uncertainty schedule may override
+(single-signal ones; ``decision_interval`` comes from the run)."""
+
 
 def build_scheduler(
     name: str,
@@ -970,11 +986,12 @@ def build_scheduler(
             f"warmup_steps must be an integer in [0, {run_units}) (the run has {run_units} "
             f"{interval}s), got {warmup_steps!r}"
         )
-    unknown = set(overrides) - set(spec.defaults)
+    valid = set(spec.defaults) | (UNCERTAINTY_OPTIONS if spec.family == "uncertainty" else set())
+    unknown = set(overrides) - valid
     if unknown:
         raise ValueError(
             f"unknown hyperparameter(s) {sorted(unknown)} for scheduler {name!r}; "
-            f"valid: {sorted(spec.defaults) or 'none'}"
+            f"valid: {sorted(valid) or 'none'}"
         )
     hp = {**spec.defaults, **overrides}
     stretch = epochs / reference_epochs if scaling == "fraction" else 1.0

@@ -2,7 +2,7 @@
 
 from uncertainty_lr.analysis.figures import FIGURES
 
-TABLES = ["comparison_table", "results_table", "setup", "numbers", "findings"]
+TABLES = ["comparison_table", "results_table", "setup", "numbers", "findings", "sensitivity"]
 
 
 rule aggregate:
@@ -12,6 +12,7 @@ rule aggregate:
         runs=f"{RESULTS}/aggregate/runs.csv",
         history=f"{RESULTS}/aggregate/history.csv",
         comparison=f"{RESULTS}/aggregate/comparison.csv",
+        signal_levels=f"{RESULTS}/aggregate/signal_levels.csv",
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
@@ -22,10 +23,27 @@ rule aggregate:
         "python -m uncertainty_lr.analysis aggregate --out {params.out} {input} > {log} 2>&1"
 
 
+rule aggregate_sensitivity:
+    input:
+        [
+            f"{RESULTS}/sensitivity/{t}/{s}/{label}/seed{k}/metrics.json"
+            for t, s, label, k in SENSITIVITY_RUNS
+        ],
+    output:
+        f"{RESULTS}/aggregate/sensitivity.csv",
+    log:
+        f"{RESULTS}/logs/aggregate_sensitivity.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m uncertainty_lr.analysis sensitivity --out {output} {input} > {log} 2>&1"
+
+
 rule figures:
     input:
         runs=rules.aggregate.output.runs,
         history=rules.aggregate.output.history,
+        sensitivity=rules.aggregate_sensitivity.output,
     output:
         expand("figures/{name}.{ext}", name=FIGURES, ext=["pdf", "png"]),
     log:
@@ -43,6 +61,8 @@ rule tables:
     input:
         runs=rules.aggregate.output.runs,
         comparison=rules.aggregate.output.comparison,
+        signal_levels=rules.aggregate.output.signal_levels,
+        sensitivity=rules.aggregate_sensitivity.output,
     output:
         expand("paper/generated/{name}.tex", name=TABLES),
     log:

@@ -5,7 +5,7 @@ import os
 
 import yaml
 
-from uncertainty_lr.config import resolve_run
+from uncertainty_lr.config import resolve_run, resolve_sensitivity_run
 
 
 def run_parameters(wildcards):
@@ -19,6 +19,19 @@ def run_parameters(wildcards):
     reruns the runs it changes."""
     settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
     out_dir = f"{RESULTS}/runs/{wildcards.task}/{wildcards.scheduler}/seed{wildcards.seed}"
+    parameters = {"settings": settings.to_dict(), "out_dir": out_dir, "progress": False}
+    return yaml.safe_dump(parameters, default_flow_style=True, width=math.inf, sort_keys=False).strip()
+
+
+def sensitivity_parameters(wildcards):
+    """Papermill parameters of one run of the sensitivity sweep (as run_parameters)."""
+    settings = resolve_sensitivity_run(
+        config, wildcards.scheduler, wildcards.label, int(wildcards.seed)
+    )
+    out_dir = (
+        f"{RESULTS}/sensitivity/{wildcards.task}/{wildcards.scheduler}/{wildcards.label}/"
+        f"seed{wildcards.seed}"
+    )
     parameters = {"settings": settings.to_dict(), "out_dir": out_dir, "progress": False}
     return yaml.safe_dump(parameters, default_flow_style=True, width=math.inf, sort_keys=False).strip()
 

@@ -33,3 +33,33 @@ rule train:
         "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints} "
         "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
         "-y {params.parameters:q} >> {log} 2>&1"
+
+
+# One run of the sensitivity sweep (config `sensitivity`): the sweep task with one
+# point's scheduler overrides, under results/sensitivity/.
+rule train_sensitivity:
+    input:
+        notebook="notebooks/train.ipynb",
+    output:
+        metrics=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/metrics.json",
+        history=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/history.csv",
+        trace=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/lr_trace.csv",
+        notebook=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/train.ipynb",
+    params:
+        parameters=sensitivity_parameters,
+    log:
+        f"{RESULTS}/logs/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}.log",
+    threads: config["threads_per_run"]
+    resources:
+        gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+        keep_checkpoints=int(config["keep_checkpoints"]),
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log} 2>&1 "
+        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints} "
+        "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
+        "-y {params.parameters:q} >> {log} 2>&1"

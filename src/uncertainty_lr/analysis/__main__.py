@@ -1,6 +1,7 @@
 """Command line of the analysis steps, as the Snakemake rules call them::
 
     python -m uncertainty_lr.analysis aggregate --out results/aggregate RUN/metrics.json ...
+    python -m uncertainty_lr.analysis sensitivity --out results/aggregate/sensitivity.csv RUN/metrics.json ...
     python -m uncertainty_lr.analysis figures --aggregate results/aggregate --out figures
     python -m uncertainty_lr.analysis tables --aggregate results/aggregate --out paper/generated
 
@@ -19,13 +20,21 @@ import pandas as pd
 from uncertainty_lr.analysis.aggregate import ResultsError, write_aggregate
 
 
+def _optional_csv(path: Path) -> pd.DataFrame | None:
+    """A table of the aggregate step, or None where it was not written."""
+    return pd.read_csv(path) if path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one analysis step; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m uncertainty_lr.analysis")
-    sub = parser.add_subparsers(dest="command", metavar="{aggregate,figures,tables}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{aggregate,sensitivity,figures,tables}", required=True)
     agg = sub.add_parser("aggregate", help="collect run outputs into runs.csv and history.csv")
     agg.add_argument("--out", required=True, type=Path)
     agg.add_argument("metrics", nargs="+", type=Path, help="the runs' metrics.json files")
+    sens = sub.add_parser("sensitivity", help="collect the sensitivity sweep's runs")
+    sens.add_argument("--out", required=True, type=Path, help="the CSV file to write")
+    sens.add_argument("metrics", nargs="*", type=Path, help="the sweep runs' metrics.json")
     for name, help_ in (("figures", "draw the paper's figures"), ("tables", "write LaTeX tables")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--aggregate", required=True, type=Path, help="folder of runs.csv")
@@ -38,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "aggregate":
             write_aggregate(args.metrics, args.out)
             return 0
+        if args.command == "sensitivity":
+            from uncertainty_lr.analysis.aggregate import aggregate_sensitivity  # noqa: PLC0415
+            from uncertainty_lr.io import atomic_write_csv  # noqa: PLC0415
+
+            atomic_write_csv(args.out, aggregate_sensitivity(args.metrics))
+            return 0
         if not (args.aggregate / "runs.csv").is_file():
             raise ResultsError(
                 f"{args.aggregate / 'runs.csv'} does not exist: run the aggregate step first "
@@ -47,13 +62,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "figures":
             from uncertainty_lr.analysis.figures import write_figures  # noqa: PLC0415
 
-            write_figures(runs, pd.read_csv(args.aggregate / "history.csv"), args.out)
+            write_figures(
+                runs,
+                pd.read_csv(args.aggregate / "history.csv"),
+                args.out,
+                sensitivity=_optional_csv(args.aggregate / "sensitivity.csv"),
+            )
         else:
             from uncertainty_lr.analysis.tables import write_tables  # noqa: PLC0415
 
-            comparison_csv = args.aggregate / "comparison.csv"
-            comparison = pd.read_csv(comparison_csv) if comparison_csv.is_file() else None
-            write_tables(runs, args.out, args.config_name, comparison)
+            write_tables(
+                runs,
+                args.out,
+                args.config_name,
+                comparison=_optional_csv(args.aggregate / "comparison.csv"),
+                sensitivity=_optional_csv(args.aggregate / "sensitivity.csv"),
+                signal_levels=_optional_csv(args.aggregate / "signal_levels.csv"),
+            )
     except (ResultsError, FileNotFoundError, pd.errors.ParserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ time-to-target, cost and the settings that matter. ``history.csv``: every row of
 every run's ``history.csv`` with ``task``, ``scheduler`` and ``seed`` columns (and
 ``val_score``: the data set's ranking metric at each evaluation).
 ``comparison.csv``: every method against the best baselines, per task
-(:mod:`uncertainty_lr.analysis.comparison`).
+(:mod:`uncertainty_lr.analysis.comparison`). ``signal_levels.csv``: where each
+task's signals sit against the thresholds (:func:`signal_levels`).
+``sensitivity.csv``: the runs of the sensitivity sweep (:func:`aggregate_sensitivity`).
 """
 
 from __future__ import annotations
@@ -235,9 +237,83 @@ def _check_consistent(runs: pd.DataFrame, keys: list[str]) -> None:
 
 
 def write_aggregate(metrics_files: Iterable[str | Path], out_dir: str | Path) -> None:
-    """Aggregate and write ``runs.csv``, ``history.csv`` and ``comparison.csv``
-    (:func:`uncertainty_lr.analysis.comparison.comparison`) into ``out_dir``."""
+    """Aggregate and write ``runs.csv``, ``history.csv``, ``comparison.csv``
+    (:func:`uncertainty_lr.analysis.comparison.comparison`) and
+    ``signal_levels.csv`` (:func:`signal_levels`) into ``out_dir``."""
     runs, history = aggregate(metrics_files)
     atomic_write_csv(Path(out_dir) / "runs.csv", runs)
     atomic_write_csv(Path(out_dir) / "history.csv", history)
     atomic_write_csv(Path(out_dir) / "comparison.csv", comparison(runs))
+    atomic_write_csv(Path(out_dir) / "signal_levels.csv", signal_levels(runs, history))
+
+
+SIGNAL_THRESHOLDS = {"grad_norm": "uncertainty-gradnorm", "predictive_variance": "uncertainty-variance"}
+"""Each logged signal and the uncertainty schedule that decides on it."""
+
+
+def signal_levels(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """How each task's signals sit against the uncertainty schedules' thresholds.
+
+    For every task and signal, over the evaluation windows of all its runs (every
+    arm logs both signals) after step 0: the number of windows, the median window
+    mean of the signal, and the fraction of windows whose mean exceeds the
+    threshold of the schedule that decides on it (its registry default, or the
+    config's override as recorded by that schedule's runs). Near 1, the rule only
+    ever lowers the rate (a decay); near 0, it only raises it, up to its cap (a
+    constant rate): the threshold then does not transfer to the task.
+
+    Returns:
+        Columns ``task``, ``signal``, ``scheduler``, ``threshold``, ``windows``,
+        ``median``, ``fraction_above``.
+    """
+    from uncertainty_lr.schedulers import SCHEDULERS  # noqa: PLC0415
+
+    rows = []
+    evals = history[(history["kind"] == "eval") & (history["step"] > 0)]
+    for task, g in evals.groupby("task", sort=False):
+        for signal, sched in SIGNAL_THRESHOLDS.items():
+            threshold = SCHEDULERS[sched].defaults["threshold"]
+            own = runs[(runs["task"] == task) & (runs["scheduler"] == sched)]
+            if len(own):
+                threshold = json.loads(own.iloc[0]["scheduler_params"]).get("threshold", threshold)
+            values = g[signal].dropna().to_numpy(float) if signal in g else []
+            rows.append(
+                {
+                    "task": task,
+                    "signal": signal,
+                    "scheduler": sched,
+                    "threshold": float(threshold),
+                    "windows": len(values),
+                    "median": float(pd.Series(values).median()) if len(values) else math.nan,
+                    "fraction_above": float((values > threshold).mean()) if len(values) else math.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def aggregate_sensitivity(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run of the sensitivity sweep (``runs.csv``'s columns), plus
+    ``label`` (its folder, :func:`uncertainty_lr.config.sweep_label`), ``setting``
+    (the swept parameter, prefixed by fixed values, e.g. ``rel-threshold``) and
+    ``value``. Empty (with those columns) when there is no sweep.
+
+    Raises:
+        ResultsError: a missing or malformed ``metrics.json`` (named).
+    """
+    rows = []
+    for path in map(Path, metrics_files):
+        metrics = _read_json(path)
+        try:
+            row = run_row(metrics)
+        except (KeyError, TypeError, IndexError) as err:
+            raise ResultsError(f"run output {path} lacks field {err}; re-run its job") from err
+        label = path.parent.parent.name
+        setting, _, value = label.rpartition("_")
+        rows.append({**row, "label": label, "setting": setting, "value": float(value)})
+    columns = ["task", "scheduler", "label", "setting", "value", "seed"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    out = pd.DataFrame(rows)
+    return out.sort_values(["scheduler", "setting", "value", "seed"], kind="stable").reset_index(
+        drop=True
+    )

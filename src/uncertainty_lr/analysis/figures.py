@@ -17,7 +17,7 @@ import seaborn as sns
 
 from uncertainty_lr.schedulers import SCHEDULERS
 
-FIGURES = ("val_accuracy", "lr", "signals", "performance_profile")
+FIGURES = ("val_accuracy", "lr", "signals", "performance_profile", "sensitivity")
 """Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""
 
 SIGNAL_LABELS = {"grad_norm": "gradient norm", "predictive_variance": "predictive variance"}
@@ -27,6 +27,11 @@ THRESHOLD_OF = {"grad_norm": "uncertainty-gradnorm", "predictive_variance": "unc
 def _order(history: pd.DataFrame) -> list[str]:
     present = set(history["scheduler"])
     return [s for s in SCHEDULERS if s in present] + sorted(present - set(SCHEDULERS))
+
+
+def _palette(order: list[str]) -> list:
+    """One distinct colour per schedule (seaborn's default ten, tab20 beyond)."""
+    return sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order))
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> None:
@@ -48,6 +53,7 @@ def _facet(
         y=y,
         hue="scheduler",
         hue_order=order,
+        palette=_palette(order),
         col="task",
         kind="line",
         height=3.2,
@@ -127,6 +133,7 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
         y="value",
         hue="scheduler",
         hue_order=_order(long),
+        palette=_palette(_order(long)),
         row="signal",
         col="task",
         kind="line",
@@ -166,8 +173,56 @@ def plot_performance_profile(runs: pd.DataFrame, out_dir: Path) -> None:
     _save(fig, out_dir, "performance_profile")
 
 
-def write_figures(runs: pd.DataFrame, history: pd.DataFrame, out_dir: str | Path) -> None:
-    """Draw every figure of :data:`FIGURES` into ``out_dir``."""
+def plot_sensitivity(sensitivity: pd.DataFrame | None, out_dir: Path) -> None:
+    """Test score and epochs to the validation target against each swept
+    hyperparameter of the uncertainty schedule (one panel column per sweep; dots:
+    seeds, line: median; dashed: the registry's default). A run that missed the
+    target has no epochs dot. Without a sweep, a panel saying so."""
+    if sensitivity is None or sensitivity.empty:
+        fig, ax = plt.subplots(figsize=(5, 1.2))
+        ax.text(0.5, 0.5, "no sensitivity sweep in this config", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, out_dir, "sensitivity")
+        return
+    data = sensitivity.copy()
+    data["sweep"] = data["scheduler"].str.replace("uncertainty-", "") + ": " + data["setting"]
+    data["test score (%)"] = 100 * data["test_score"]
+    data["epochs to target"] = data["epochs_to_target"].where(
+        data["epochs_to_target"].map(lambda v: v == v and v != float("inf"))
+    )
+    sweeps = list(dict.fromkeys(data["sweep"]))
+    fig, axes = plt.subplots(
+        2, len(sweeps), figsize=(2.6 * len(sweeps) + 0.6, 4.6), squeeze=False, sharey="row"
+    )
+    for j, sweep in enumerate(sweeps):
+        g = data[data["sweep"] == sweep]
+        sched, setting = g["scheduler"].iloc[0], g["setting"].iloc[0]
+        param = setting.split("-")[-1]
+        default = SCHEDULERS[sched].defaults.get(param)
+        for i, column in enumerate(("test score (%)", "epochs to target")):
+            ax = axes[i, j]
+            sns.stripplot(data=g, x="value", y=column, ax=ax, native_scale=True, color="0.3", size=4)
+            medians = g.groupby("value")[column].median()
+            ax.plot(medians.index, medians.to_numpy(), color="tab:blue")
+            if param in ("threshold",) and g["value"].min() > 0 and "rel" not in setting:
+                ax.set_xscale("log")
+            if default is not None and "rel" not in setting:
+                ax.axvline(default, color="black", linestyle="--", linewidth=0.8)
+            ax.set_xlabel(setting.replace("_", " ") if i else "")
+            ax.set_ylabel(column if j == 0 else "")
+        axes[0, j].set_title(sweep.replace("_", " "), fontsize="small")
+    fig.tight_layout()
+    _save(fig, out_dir, "sensitivity")
+
+
+def write_figures(
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    out_dir: str | Path,
+    sensitivity: pd.DataFrame | None = None,
+) -> None:
+    """Draw every figure of :data:`FIGURES` into ``out_dir`` (``sensitivity``: the
+    aggregate's ``sensitivity.csv``, None or empty without a sweep)."""
     sns.set_theme(style="whitegrid", context="paper")
     out = Path(out_dir)
     thresholds = {}
@@ -180,6 +235,7 @@ def write_figures(runs: pd.DataFrame, history: pd.DataFrame, out_dir: str | Path
     plot_lr(history, out)
     plot_signals(history, out, thresholds)
     plot_performance_profile(runs, out)
+    plot_sensitivity(sensitivity, out)
 
 
 def plot_run(run_dir: str | Path) -> plt.Figure:

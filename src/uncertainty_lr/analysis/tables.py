@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from uncertainty_lr.analysis.stats import CONFIDENCE
 from uncertainty_lr.io import atomic_write_text
 from uncertainty_lr.schedulers import SCHEDULERS
 from uncertainty_lr.tasks import HF_MODELS
@@ -338,6 +339,7 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
         f"\\newcommand{{\\ConfigName}}{{{tex_escape(config_name) or 'unnamed'}}}",
         f"\\newcommand{{\\NumRuns}}{{{len(runs)}}}",
         f"\\newcommand{{\\TotalDeviceHours}}{{{runs['device_hours'].sum():.2f}}}",
+        f"\\newcommand{{\\ConfidenceLevel}}{{{100 * CONFIDENCE:g}\\%}}",
     ]
     paragraphs = []
     for task, block in summary.groupby("task", sort=False):
@@ -423,22 +425,125 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
 
 
+def _pct_text(value: float) -> str:
+    return "--" if math.isnan(value) else f"${100 * value:.2f}\\%$"
+
+
+def controls_text(table: pd.DataFrame) -> str:
+    """Sentences comparing each uncertainty schedule with its controls, per task,
+    from the comparison table (median test score and steps to target)."""
+    sentences = []
+    for task, block in table.groupby("task", sort=False):
+        block = block.set_index("scheduler")
+        for name, spec in SCHEDULERS.items():
+            if spec.family != "control" or name not in block.index or spec.source not in block.index:
+                continue
+            c, u = block.loc[name], block.loc[spec.source]
+            kind = "replaying its learning rates" if name.startswith("replay") else (
+                "fed its decision signals in shuffled order"
+            )
+            steps = lambda r: "missed the target" if math.isinf(r.steps_median) else (  # noqa: E731
+                f"{r.steps_median:.0f} steps to target"
+            )
+            sentences.append(
+                f"On {tex_escape(task)}, \\texttt{{{tex_escape(name)}}} ({kind}) reached a median "
+                f"test score of {_pct_text(c.score_median)} and {steps(c)}, against "
+                f"{_pct_text(u.score_median)} and {steps(u)} for "
+                f"\\texttt{{{tex_escape(spec.source)}}}."
+            )
+    if not sentences:
+        return ""
+    return (
+        "\\paragraph{Controls.} A replay trains with the same rates as the uncertainty "
+        "run it copies, so it can only differ through the randomness of training; a "
+        "shuffled control makes the same kind of decisions at times unrelated to the "
+        "model's state. Where the uncertainty schedule does no better than its shuffled "
+        "control, the signal's timing is not what its results come from. "
+        + " ".join(sentences)
+        + "\n"
+    )
+
+
+def sensitivity_tex(
+    sensitivity: pd.DataFrame | None, signal_levels: pd.DataFrame | None
+) -> str:
+    """The sensitivity and threshold-transfer paragraphs, from the sweep's runs and
+    the signal levels of every task (:func:`~uncertainty_lr.analysis.aggregate.signal_levels`)."""
+    parts = []
+    if sensitivity is not None and not sensitivity.empty:
+        task = sensitivity["task"].iloc[0]
+        epochs = int(sensitivity["epochs"].iloc[0])
+        seeds = sensitivity["seed"].nunique()
+        text = [
+            f"\\paragraph{{Sensitivity.}} On {tex_escape(task)} ({epochs} epochs, "
+            f"{seeds} seed(s) per value), the sweeps of Figure~\\ref{{fig:sensitivity}} gave:"
+        ]
+        for (sched, setting), g in sensitivity.groupby(["scheduler", "setting"], sort=False):
+            med = g.groupby("value")["test_score"].median()
+            param = setting.split("-")[-1]
+            default = SCHEDULERS[sched].defaults.get(param)
+            at_default = (
+                f"; the study's value {default:g} gave {_pct_text(med.loc[default])}"
+                if default is not None and "rel" not in setting and default in med.index
+                else ""
+            )
+            reached = g.groupby("value")["target_reached"].mean()
+            text.append(
+                f"\\texttt{{{tex_escape(sched)}}} with {tex_escape(setting.replace('_', ' '))} "
+                f"from {med.index.min():g} to {med.index.max():g}: median test score "
+                f"{_pct_text(med.min())} to {_pct_text(med.max())}{at_default}, the target "
+                f"reached at {int((reached > 0.5).sum())} of {len(reached)} values."
+            )
+        parts.append(" ".join(text))
+    if signal_levels is not None and not signal_levels.empty:
+        text = [
+            "\\paragraph{Do the thresholds transfer?} Over the evaluation windows of every "
+            "run of a task (each arm logs both signals), the fraction of windows whose mean "
+            "signal exceeded the study's threshold was:"
+        ]
+        items = []
+        for r in signal_levels.itertuples():
+            if not r.windows:
+                continue
+            items.append(
+                f"{tex_escape(r.task)}, {r.signal.replace('_', ' ')} (threshold {r.threshold:g}, "
+                f"median {r.median:.3g}): {100 * r.fraction_above:.0f}\\%"
+            )
+        text.append("; ".join(items) + ".")
+        text.append(
+            "A fraction near 100\\% means the rule lowers the rate at nearly every "
+            "decision (an exponential decay by the factor, down to its floor); near 0\\% "
+            "it raises the rate to its cap and keeps it there (a constant rate). Only in "
+            "between does the signal choose; where one absolute threshold falls on "
+            "different sides of the signal on different tasks, it does not transfer."
+        )
+        parts.append(" ".join(text))
+    return "\n\n".join(parts) + "\n"
+
+
 def write_tables(
     runs: pd.DataFrame,
     out_dir: str | Path,
     config_name: str = "",
     comparison: pd.DataFrame | None = None,
+    sensitivity: pd.DataFrame | None = None,
+    signal_levels: pd.DataFrame | None = None,
 ) -> None:
     """Write ``results_table.tex``, ``comparison_table.tex``, ``setup.tex``,
-    ``numbers.tex`` and ``findings.tex`` into ``out_dir``; ``config_name`` (the
-    config's ``paper.config_name``) becomes the macro ``\\ConfigName``.
-    ``comparison`` is the aggregate's ``comparison.csv`` (computed from ``runs``
-    when not given)."""
+    ``numbers.tex``, ``findings.tex`` and ``sensitivity.tex`` into ``out_dir``;
+    ``config_name`` (the config's ``paper.config_name``) becomes the macro
+    ``\\ConfigName``. ``comparison``, ``sensitivity`` and ``signal_levels`` are the
+    aggregate's CSV tables (the comparison is computed from ``runs`` when not
+    given; the others are left out of the text when missing)."""
     from uncertainty_lr.analysis import comparison as comp  # noqa: PLC0415
 
     out = Path(out_dir)
     table = comp.comparison(runs) if comparison is None else comparison
     atomic_write_text(out / "comparison_table.tex", comp.comparison_tex(table))
+    atomic_write_text(
+        out / "sensitivity.tex",
+        controls_text(table) + "\n" + sensitivity_tex(sensitivity, signal_levels),
+    )
     atomic_write_text(out / "results_table.tex", results_table(runs))
     setup_table, setup_macros = setup_tex(runs)
     atomic_write_text(out / "setup.tex", setup_table)
