@@ -155,3 +155,26 @@ def test_profile_counts_only_the_tasks_a_method_ran_on():
     rho = profile(_runs(rows), taus=[1.0])
     assert rho.loc[1.0, "plateau"] == 1.0  # fastest on the one task it ran
     assert rho.loc[1.0, "cosine"] == 0.5  # fastest on imdb, 2x slower on mnist
+
+
+def test_generated_text_ranks_the_methods_and_reports_the_controls():
+    from uncertainty_lr.analysis.comparison import comparison
+    from uncertainty_lr.analysis.tables import controls_text, ranking_text
+
+    rows = []
+    for seed in range(3):
+        rows += [
+            ("mnist", "cosine", seed, 1000.0, 0.990),
+            ("mnist", "uncertainty-gradnorm", seed, 800.0, 0.985),
+            ("mnist", "replay-gradnorm", seed, 800.0, 0.986),
+            ("mnist", "shuffled-gradnorm", seed, INF, 0.980),
+            ("mnist", "onecycle", seed, 600.0, 0.995),
+        ]
+    table = comparison(_runs(rows))
+    ranking = ranking_text(table)
+    assert "highest median test score was \\texttt{onecycle}'s ($99.50\\%$, peer)" in ranking
+    assert "fewest median steps to the target (600) were taken by \\texttt{onecycle}" in ranking
+    assert "\\texttt{uncertainty-gradnorm} ranked 4 of 5" in ranking
+    controls = controls_text(table)
+    assert "\\texttt{shuffled-gradnorm} (fed its decision signals in shuffled order)" in controls
+    assert "$98.00\\%$ and missed the target, against $98.50\\%$ and 800 steps" in controls

@@ -429,6 +429,46 @@ def _pct_text(value: float) -> str:
     return "--" if math.isnan(value) else f"${100 * value:.2f}\\%$"
 
 
+def ranking_text(table: pd.DataFrame) -> str:
+    """Per task with more than the study's schedules: the best method by median
+    test score, the fastest to the target, and where each uncertainty schedule
+    ranks among all methods run on the task (from the comparison table)."""
+    sentences = []
+    for task, block in table.groupby("task", sort=False):
+        if not (block["family"].isin(["peer", "control"])).any():
+            continue
+        scored = block.dropna(subset=["score_median"]).sort_values(
+            "score_median", ascending=False, kind="stable"
+        )
+        if scored.empty:
+            continue
+        best = scored.iloc[0]
+        text = (
+            f"Over all {len(block)} methods run on {tex_escape(task)}, the highest median "
+            f"test score was \\texttt{{{tex_escape(best.scheduler)}}}'s "
+            f"({_pct_text(best.score_median)}, {best.family})"
+        )
+        least = block["steps_median"].min()
+        if math.isfinite(least):
+            tied = block[block["steps_median"] == least]
+            names = ", ".join(
+                f"\\texttt{{{tex_escape(r.scheduler)}}} ({r.family})" for r in tied.itertuples()
+            )
+            text += f"; the fewest median steps to the target ({least:.0f}) were taken by {names}"
+        else:
+            text += "; no method's median run reached the target"
+        ranks = [
+            f"\\texttt{{{tex_escape(r.scheduler)}}} ranked "
+            f"{list(scored['scheduler']).index(r.scheduler) + 1} of {len(scored)}"
+            for r in scored.itertuples()
+            if r.family == "uncertainty"
+        ]
+        sentences.append(text + ("; by test score, " + ", ".join(ranks) if ranks else "") + ".")
+    if not sentences:
+        return ""
+    return "\\paragraph{Against the peers.} " + " ".join(sentences) + "\n"
+
+
 def controls_text(table: pd.DataFrame) -> str:
     """Sentences comparing each uncertainty schedule with its controls, per task,
     from the comparison table (median test score and steps to target)."""
@@ -542,7 +582,11 @@ def write_tables(
     atomic_write_text(out / "comparison_table.tex", comp.comparison_tex(table))
     atomic_write_text(
         out / "sensitivity.tex",
-        controls_text(table) + "\n" + sensitivity_tex(sensitivity, signal_levels),
+        ranking_text(table)
+        + "\n"
+        + controls_text(table)
+        + "\n"
+        + sensitivity_tex(sensitivity, signal_levels),
     )
     atomic_write_text(out / "results_table.tex", results_table(runs))
     setup_table, setup_macros = setup_tex(runs)
