@@ -277,7 +277,7 @@ def test_a_folder_that_does_not_exist_is_named_as_such():
             "scheduler must be a string",
         ),
         ("{config_file: 3, task: mnist, scheduler: step, seed: 0}", "config_file must be a string"),
-        ("{config_file: config/smoke.yaml, task: mnist, scheduler: step, seed: 7}", "seed 7 is not in"),
+        ("{config_file: config/smoke.yaml, task: mnist, scheduler: step, seed: 7}", "seed 7 is not among task 'mnist''s seeds"),
     ],
 )
 def test_notebook_parameters_of_the_wrong_shape_are_refused(parameters, message):
@@ -330,4 +330,20 @@ def test_sensitivity_sweep_points_and_their_settings():
         preflight(config)
     config["sensitivity"]["task"] = "cifar"
     with pytest.raises(ConfigError, match="'cifar' is not a task of this config"):
+        preflight(config)
+
+
+def test_peer_seeds_cut_the_peers_and_controls_only():
+    from uncertainty_lr.config import planned_runs, preflight
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    config["seeds"] = [0, 1, 2]
+    config["tasks"]["mnist"]["peer_seeds"] = [0]
+    runs = [(s, k) for t, s, k in planned_runs(config) if t == "mnist"]
+    assert {k for s, k in runs if s == "cosine"} == {0, 1, 2}
+    assert {k for s, k in runs if s in ("prodigy", "replay-variance")} == {0}
+    with pytest.raises(ConfigError, match="seeds for 'prodigy': 0"):
+        resolve_run(config, "mnist", "prodigy", 1)
+    config["tasks"]["mnist"]["peer_seeds"] = [0, 5]
+    with pytest.raises(ConfigError, match=r"peer_seeds: \[5\] are not among the task's seeds"):
         preflight(config)

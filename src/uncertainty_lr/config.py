@@ -129,6 +129,12 @@ def preflight(config: dict[str, Any]) -> None:
                     problems.append(f"  - sensitivity/{sweep['scheduler']}/{label}: {err}")
     for task in config["tasks"]:
         names = task_schedulers(config, task)
+        extra = sorted(set(task_seeds(config, task, "warmup-linear")) - set(task_seeds(config, task)))
+        if extra:
+            problems.append(
+                f"  - tasks/{task}/peer_seeds: {extra} are not among the task's seeds; peers "
+                "and controls are paired by seed with the study's schedules"
+            )
         for name in names:
             source = SCHEDULERS[name].source
             if source is not None and source not in names:
@@ -500,9 +506,14 @@ def task_schedulers(config: dict[str, Any], task: str) -> list[str]:
     return list(config["tasks"][task].get("schedulers", config["schedulers"]))
 
 
-def task_seeds(config: dict[str, Any], task: str) -> list[int]:
-    """The seeds a task runs: its own ``seeds`` list, else the config's."""
-    return list(config["tasks"][task].get("seeds", config["seeds"]))
+def task_seeds(config: dict[str, Any], task: str, scheduler: str | None = None) -> list[int]:
+    """The seeds a task runs: its own ``seeds`` list, else the config's; for a peer
+    or control ``scheduler``, the task's ``peer_seeds`` where it sets them."""
+    t = config["tasks"][task]
+    seeds = list(t.get("seeds", config["seeds"]))
+    if scheduler is not None and SCHEDULERS[scheduler].family in ("peer", "control"):
+        return list(t.get("peer_seeds", seeds))
+    return seeds
 
 
 def planned_runs(config: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -511,7 +522,7 @@ def planned_runs(config: dict[str, Any]) -> list[tuple[str, str, int]]:
         (task, scheduler, seed)
         for task in config["tasks"]
         for scheduler in task_schedulers(config, task)
-        for seed in task_seeds(config, task)
+        for seed in task_seeds(config, task, scheduler)
     ]
 
 
@@ -578,6 +589,8 @@ def resolve_sensitivity_run(
     settings.scheduler_params = dict(points[(scheduler, label)])
     if "epochs" in sens:
         settings.epochs = int(sens["epochs"])
+    if "train_subset" in sens:
+        settings.train_subset = int(sens["train_subset"])
     return settings
 
 
@@ -598,10 +611,10 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
             f"scheduler {scheduler!r} is not in task {task!r}'s list: "
             f"{', '.join(task_schedulers(config, task))}"
         )
-    if seed not in task_seeds(config, task):
+    if seed not in task_seeds(config, task, scheduler):
         raise ConfigError(
-            f"seed {seed!r} is not in task {task!r}'s list: "
-            f"{', '.join(map(str, task_seeds(config, task)))}"
+            f"seed {seed!r} is not among task {task!r}'s seeds for {scheduler!r}: "
+            f"{', '.join(map(str, task_seeds(config, task, scheduler)))}"
         )
     return _settings(config, task, scheduler, seed)
 
