@@ -254,9 +254,12 @@ def test_killed_driver_resumes_with_the_readme_recipe(repo_copy, run_snakemake):
 
     import yaml
 
-    # the smoke config's MNIST task alone: the same mechanism, half the time
+    # the smoke config's MNIST task alone with four schedules, no sweep: the same
+    # mechanism in a fraction of the time
     config = yaml.safe_load((repo_copy / "config" / "smoke.yaml").read_text())
-    config["tasks"] = {"mnist": config["tasks"]["mnist"]}
+    mnist = {**config["tasks"]["mnist"], "schedulers": ["constant", "step", "cosine", "uncertainty-gradnorm"]}
+    config["tasks"] = {"mnist": mnist}
+    config.pop("sensitivity", None)
     (repo_copy / "mnist-smoke.yaml").write_text(yaml.safe_dump(config))
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -306,6 +309,8 @@ def test_a_diverging_run_is_counted_and_the_pipeline_completes(repo_copy, run_sn
 
     config = yaml.safe_load((repo_copy / "config" / "smoke.yaml").read_text())
     mnist = {**config["tasks"]["mnist"], "epochs": 1, "train_subset": 640, "eval_every_steps": 10}
+    mnist.pop("schedulers")  # the two of the config's list below
+    config.pop("sensitivity")
     config.update(
         results_dir="results/diverge",
         schedulers=["constant", "uncertainty-gradnorm"],

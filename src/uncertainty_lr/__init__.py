@@ -10,8 +10,12 @@ sub-packages and is imported on demand.
 
 from uncertainty_lr.schedulers import (
     SCHEDULERS,
+    ReplayLR,
     ScheduleSpec,
+    ScriptedSignalLR,
     UncertaintyLR,
+    WarmupReduceLROnPlateau,
+    build_peer_optimizer,
     build_scheduler,
     uncertainty_part,
 )
@@ -19,8 +23,12 @@ from uncertainty_lr.signals import gradient_norm, predictive_variance
 
 __all__ = [
     "SCHEDULERS",
+    "ReplayLR",
     "ScheduleSpec",
+    "ScriptedSignalLR",
     "UncertaintyLR",
+    "WarmupReduceLROnPlateau",
+    "build_peer_optimizer",
     "build_scheduler",
     "gradient_norm",
     "predictive_variance",

@@ -314,7 +314,8 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
         if len(g):
             hp.update(json.loads(g.iloc[0]["scheduler_params"]))
         for key, value in hp.items():
-            macros.append(f"\\newcommand{{{macro_name(sched, key)}}}{{{value:g}}}")
+            text = f"{value:g}" if isinstance(value, (int, float)) else tex_escape(str(value))
+            macros.append(f"\\newcommand{{{macro_name(sched, key)}}}{{{text}}}")
     return "\n".join(lines), "\n".join(macros) + "\n"
 
 
