@@ -194,7 +194,13 @@ def test_a_task_may_reduce_the_grid():
     own = config["tasks"]["imdb-minilm"]["schedulers"]
     assert len(own) < len(config["schedulers"])  # a reduced grid: its own list, one seed
     assert sorted(minilm) == sorted((s, 0) for s in own)
-    assert len([r for r in runs if r[0] == "mnist"]) == len(config["schedulers"]) * len(config["seeds"])
+    # mnist: the study's schedules on every seed, the peers and controls on peer_seeds
+    mnist = [(s, k) for t, s, k in runs if t == "mnist"]
+    study = [s for s in config["tasks"]["mnist"]["schedulers"] if s in config["schedulers"]]
+    others = [s for s in config["tasks"]["mnist"]["schedulers"] if s not in config["schedulers"]]
+    assert len(mnist) == len(study) * len(config["seeds"]) + len(others) * len(
+        config["tasks"]["mnist"]["peer_seeds"]
+    )
     smoke = load_config(repo_root() / "config/smoke.yaml")
     with pytest.raises(ConfigError, match="not in task 'imdb-minilm''s list: cosine, uncertainty-gradnorm"):
         resolve_run(smoke, "imdb-minilm", "step", 0)
