@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import pandas as pd
 import seaborn as sns
 
@@ -174,10 +175,11 @@ def plot_performance_profile(runs: pd.DataFrame, out_dir: Path) -> None:
 
 
 def plot_sensitivity(sensitivity: pd.DataFrame | None, out_dir: Path) -> None:
-    """Test score and epochs to the validation target against each swept
+    """Test score and the number of learning-rate decreases against each swept
     hyperparameter of the uncertainty schedule (one panel column per sweep; dots:
-    seeds, line: median; dashed: the registry's default). A run that missed the
-    target has no epochs dot. Without a sweep, a panel saying so."""
+    seeds, line: median; dashed: the registry's default). The decreases show what
+    the rule did: one at every decision is a plain decay, none a constant rate.
+    Without a sweep, a panel saying so."""
     if sensitivity is None or sensitivity.empty:
         fig, ax = plt.subplots(figsize=(5, 1.2))
         ax.text(0.5, 0.5, "no sensitivity sweep in this config", ha="center", va="center")
@@ -187,9 +189,7 @@ def plot_sensitivity(sensitivity: pd.DataFrame | None, out_dir: Path) -> None:
     data = sensitivity.copy()
     data["sweep"] = data["scheduler"].str.replace("uncertainty-", "") + ": " + data["setting"]
     data["test score (%)"] = 100 * data["test_score"]
-    data["epochs to target"] = data["epochs_to_target"].where(
-        data["epochs_to_target"].map(lambda v: v == v and v != float("inf"))
-    )
+    data["LR decreases"] = data["lr_decreases"]
     sweeps = list(dict.fromkeys(data["sweep"]))
     fig, axes = plt.subplots(
         2, len(sweeps), figsize=(2.6 * len(sweeps) + 0.6, 4.6), squeeze=False, sharey="row"
@@ -199,13 +199,14 @@ def plot_sensitivity(sensitivity: pd.DataFrame | None, out_dir: Path) -> None:
         sched, setting = g["scheduler"].iloc[0], g["setting"].iloc[0]
         param = setting.split("-")[-1]
         default = SCHEDULERS[sched].defaults.get(param)
-        for i, column in enumerate(("test score (%)", "epochs to target")):
+        for i, column in enumerate(("test score (%)", "LR decreases")):
             ax = axes[i, j]
             sns.stripplot(data=g, x="value", y=column, ax=ax, native_scale=True, color="0.3", size=4)
             medians = g.groupby("value")[column].median()
             ax.plot(medians.index, medians.to_numpy(), color="tab:blue")
             if param in ("threshold",) and g["value"].min() > 0 and "rel" not in setting:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
             if default is not None and "rel" not in setting:
                 ax.axvline(default, color="black", linestyle="--", linewidth=0.8)
             ax.set_xlabel(setting.replace("_", " ") if i else "")

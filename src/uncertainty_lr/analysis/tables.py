@@ -529,11 +529,13 @@ def sensitivity_tex(
                 else ""
             )
             reached = g.groupby("value")["target_reached"].mean()
+            cuts = g["lr_decreases"]
             text.append(
                 f"\\texttt{{{tex_escape(sched)}}} with {tex_escape(setting.replace('_', ' '))} "
                 f"from {med.index.min():g} to {med.index.max():g}: median test score "
-                f"{_pct_text(med.min())} to {_pct_text(med.max())}{at_default}, the target "
-                f"reached at {int((reached > 0.5).sum())} of {len(reached)} values."
+                f"{_pct_text(med.min())} to {_pct_text(med.max())}{at_default}, "
+                f"{cuts.min():.0f} to {cuts.max():.0f} learning-rate decreases per run, the "
+                f"target reached at {int((reached > 0.5).sum())} of {len(reached)} values."
             )
         parts.append(" ".join(text))
     if signal_levels is not None and not signal_levels.empty:
