@@ -133,6 +133,11 @@ def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ValueError("cannot locate the text between the tokenizer's special tokens")
 
 
+def _row_from_json(row: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_json_row`: None back to NaN."""
+    return {k: (math.nan if v is None else v) for k, v in row.items()}
+
+
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     """A history row with NaN as None (JSON has no NaN)."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
@@ -552,7 +557,7 @@ def train_transformer(
     ckpt_dir = Path(out_dir) / "checkpoint"
     resume_from, saved = _last_checkpoint(ckpt_dir, s)
     rows: list[dict[str, Any]] = (
-        [{k: (math.nan if v is None else v) for k, v in r.items()} for r in saved["rows"]]
+        [_row_from_json(r) for r in saved["rows"]]
         if saved
         else []
     )
@@ -562,15 +567,7 @@ def train_transformer(
         atomic_write_json(ckpt_dir / "settings.json", s.to_dict())
     trace = TraceRecorder()
     if saved and saved.get("trace"):
-        trace.load(
-            {
-                "rows": [
-                    {k: (math.nan if v is None else v) for k, v in r.items()}
-                    for r in saved["trace"]["rows"]
-                ],
-                "decisions": saved["trace"]["decisions"],
-            }
-        )
+        trace.load({**saved["trace"], "rows": [_row_from_json(r) for r in saved["trace"]["rows"]]})
     else:
         trace.record(optimizer, scheduler)
     recorder = _make_recorder(

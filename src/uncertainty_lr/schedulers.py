@@ -755,6 +755,13 @@ SCHEDULERS: dict[str, ScheduleSpec] = {
 fractions of the run (``warmup_fraction``, ``pct_start``)."""
 
 
+def registry_order(names: Any) -> list[str]:
+    """``names`` (any iterable of schedule names) in the registry's order, names
+    outside the registry last, alphabetically; each once."""
+    present = set(names)
+    return [s for s in SCHEDULERS if s in present] + sorted(present - set(SCHEDULERS))
+
+
 def _require(spec: ScheduleSpec) -> Any:
     """Import the package ``spec`` needs, or say how to install it."""
     if spec.requires is None:

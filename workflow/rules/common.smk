@@ -19,6 +19,11 @@ def run_parameters(wildcards):
     reruns the runs it changes."""
     settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
     out_dir = f"{RESULTS}/runs/{wildcards.task}/{wildcards.scheduler}/seed{wildcards.seed}"
+    return _papermill_yaml(settings, out_dir)
+
+
+def _papermill_yaml(settings, out_dir):
+    """One-line YAML of a run's papermill parameters."""
     parameters = {"settings": settings.to_dict(), "out_dir": out_dir, "progress": False}
     return yaml.safe_dump(parameters, default_flow_style=True, width=math.inf, sort_keys=False).strip()
 
@@ -32,8 +37,7 @@ def sensitivity_parameters(wildcards):
         f"{RESULTS}/sensitivity/{wildcards.task}/{wildcards.scheduler}/{wildcards.label}/"
         f"seed{wildcards.seed}"
     )
-    parameters = {"settings": settings.to_dict(), "out_dir": out_dir, "progress": False}
-    return yaml.safe_dump(parameters, default_flow_style=True, width=math.inf, sort_keys=False).strip()
+    return _papermill_yaml(settings, out_dir)
 
 
 def control_source(wildcards):

@@ -14,7 +14,6 @@ are reported too, but on a shared CPU they also measure the neighbours).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from uncertainty_lr.analysis.stats import (
     probability_of_improvement,
     speedup,
 )
-from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr.schedulers import SCHEDULERS, registry_order
 
 TIME_COLUMN = "steps_to_target"
 
@@ -34,11 +33,6 @@ def family(name: str) -> str:
     """The registry family of a schedule (``"other"`` for names outside it)."""
     spec = SCHEDULERS.get(name)
     return spec.family if spec is not None else "other"
-
-
-def _order(names: Sequence[str]) -> list[str]:
-    present = set(names)
-    return [s for s in SCHEDULERS if s in present] + sorted(present - set(SCHEDULERS))
 
 
 def best_baselines(runs: pd.DataFrame, time_column: str = TIME_COLUMN) -> pd.DataFrame:
@@ -112,7 +106,7 @@ def comparison(
     rows = []
     for task, t in runs.groupby("task", sort=False):
         tb, sb = refs.loc[task, "time_baseline"], refs.loc[task, "score_baseline"]
-        for sched in _order(t["scheduler"].unique()):
+        for sched in registry_order(t["scheduler"].unique()):
             g = t[t["scheduler"] == sched]
             scores = g["test_score"].dropna().to_numpy(float)
             score = median_ci(scores, seed=seed) if len(scores) else None
@@ -136,33 +130,26 @@ def comparison(
                 "time_baseline": tb,
                 "score_baseline": sb,
             }
-            nan3 = (math.nan, math.nan, math.nan)
-            row["speedup"], (row["p_faster"], row["p_faster_low"], row["p_faster_high"]) = (
-                math.nan,
-                nan3,
-            )
+            row["speedup"] = math.nan
+            faster = better = None
             if tb is not None and sched != tb:
                 m, b = _paired(g, t[t["scheduler"] == tb], time_column)
                 if len(m):
                     row["speedup"] = speedup(b, m)
-                    p = probability_of_improvement(m, b, higher_is_better=False, seed=seed)
-                    row["p_faster"], row["p_faster_low"], row["p_faster_high"] = (
-                        p.value,
-                        p.low,
-                        p.high,
-                    )
-            row["p_better"], row["p_better_low"], row["p_better_high"] = nan3
+                    faster = probability_of_improvement(m, b, higher_is_better=False, seed=seed)
             if sb is not None and sched != sb:
-                ok = g["test_score"].notna()
-                ref = t[(t["scheduler"] == sb) & t["test_score"].notna()]
-                m, b = _paired(g[ok], ref, "test_score")
+                scored = t[t["test_score"].notna()]
+                m, b = _paired(
+                    scored[scored["scheduler"] == sched],
+                    scored[scored["scheduler"] == sb],
+                    "test_score",
+                )
                 if len(m):
-                    p = probability_of_improvement(m, b, higher_is_better=True, seed=seed)
-                    row["p_better"], row["p_better_low"], row["p_better_high"] = (
-                        p.value,
-                        p.low,
-                        p.high,
-                    )
+                    better = probability_of_improvement(m, b, higher_is_better=True, seed=seed)
+            for name, p in (("p_faster", faster), ("p_better", better)):
+                row[name], row[f"{name}_low"], row[f"{name}_high"] = (
+                    (p.value, p.low, p.high) if p else (math.nan,) * 3
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -185,7 +172,7 @@ def profile(runs: pd.DataFrame, time_column: str = TIME_COLUMN, taus=None) -> pd
         aggfunc=lambda s: float(np.median(s.to_numpy(float))),
         sort=False,
     )
-    medians = medians[_order(medians.columns)]
+    medians = medians[registry_order(medians.columns)]
     ran = medians.notna()
     rho = performance_profile(medians, taus)
     # fraction over the tasks each method ran on (NaN counted as missed above)

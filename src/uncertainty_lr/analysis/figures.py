@@ -16,18 +16,13 @@ from matplotlib.ticker import NullFormatter
 import pandas as pd
 import seaborn as sns
 
-from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr.schedulers import SCHEDULERS, registry_order
 
 FIGURES = ("val_accuracy", "lr", "signals", "performance_profile", "sensitivity")
 """Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""
 
 SIGNAL_LABELS = {"grad_norm": "gradient norm", "predictive_variance": "predictive variance"}
 THRESHOLD_OF = {"grad_norm": "uncertainty-gradnorm", "predictive_variance": "uncertainty-variance"}
-
-
-def _order(history: pd.DataFrame) -> list[str]:
-    present = set(history["scheduler"])
-    return [s for s in SCHEDULERS if s in present] + sorted(present - set(SCHEDULERS))
 
 
 def _palette(order: list[str]) -> list:
@@ -46,7 +41,7 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> None:
 def _facet(
     history: pd.DataFrame, y: str, ylabel: str, log: bool = False, **line_kws
 ) -> sns.FacetGrid:
-    order = _order(history)
+    order = registry_order(history["scheduler"])
     line_kws = {"errorbar": ("pi", 100), **line_kws}
     grid = sns.relplot(
         data=history,
@@ -133,8 +128,8 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
         x="epoch",
         y="value",
         hue="scheduler",
-        hue_order=_order(long),
-        palette=_palette(_order(long)),
+        hue_order=registry_order(long["scheduler"]),
+        palette=_palette(registry_order(long["scheduler"])),
         row="signal",
         col="task",
         kind="line",

@@ -29,7 +29,7 @@ import pandas as pd
 
 from uncertainty_lr.analysis.stats import CONFIDENCE
 from uncertainty_lr.io import atomic_write_text
-from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr.schedulers import SCHEDULERS, registry_order
 from uncertainty_lr.tasks import HF_MODELS
 
 BASELINES = tuple(n for n, spec in SCHEDULERS.items() if spec.family == "baseline")
@@ -65,11 +65,6 @@ def tex_escape(text: str) -> str:
         "^": r"\textasciicircum{}",
     }
     return "".join(table.get(c, c) for c in text)
-
-
-def _order(names) -> list[str]:
-    names = set(names)
-    return [s for s in SCHEDULERS if s in names] + sorted(names - set(SCHEDULERS))
 
 
 def _pct(mean: float, std: float, n: int) -> str:
@@ -134,7 +129,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     # tasks in the order of the runs (the config's), schedulers in the registry's
     out["task_order"] = out["task"].map({t: i for i, t in enumerate(runs["task"].unique())})
-    out["order"] = out["scheduler"].map({s: i for i, s in enumerate(_order(out["scheduler"]))})
+    out["order"] = out["scheduler"].map({s: i for i, s in enumerate(registry_order(out["scheduler"]))})
     return (
         out.sort_values(["task_order", "order"])
         .drop(columns=["task_order", "order"])
@@ -287,7 +282,7 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
                 f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)",
             ),
             ("seeds", ", ".join(map(str, seeds))),
-            ("schedules", ", ".join(_order(g["scheduler"].unique()))),
+            ("schedules", ", ".join(registry_order(g["scheduler"].unique()))),
             (
                 "device",
                 f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}",
