@@ -295,6 +295,29 @@ def test_replay_of_a_run_reproduces_it_and_shuffled_permutes_its_signals(tmp_pat
     assert sorted(shuffled["signal"].dropna()) == sorted(src_trace["signal"].dropna())
 
 
+def test_the_engine_turns_on_deterministic_kernels_before_training(tmp_path, monkeypatch):
+    # replays are compared with their sources: on CUDA that needs deterministic
+    # kernels (a GPU check found replays off by 0.13 points without them)
+    import os
+
+    from helpers import mnist_settings
+
+    from uncertainty_lr.training import train_classifier
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    train_classifier(
+        mnist_settings(epochs=1, train_subset=64, val_subset=64, eval_every_steps=0),
+        tmp_path / "run",
+    )
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()  # a missing kernel warns
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
 def test_a_control_without_its_source_fails_before_training(tmp_path):
     from helpers import mnist_settings
 

@@ -53,6 +53,7 @@ from uncertainty_lr.training import (
     resolve_device,
     seed_everything,
     summarise_run,
+    use_deterministic_kernels,
 )
 
 log = logging.getLogger(__name__)
@@ -489,6 +490,7 @@ def train_transformer(
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     device = resolve_device(s.device)
+    use_deterministic_kernels()
     # a control reads its source run first: a missing source fails before any work
     control = (
         load_control_input(s, out_dir) if SCHEDULERS[s.scheduler].family == "control" else None
