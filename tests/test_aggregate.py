@@ -74,3 +74,22 @@ def test_cli_reports_one_line_errors(runs, tmp_path, capsys):
         == 1
     )
     assert "run the aggregate step first" in capsys.readouterr().err
+
+
+def test_setup_table_names_the_schedules_by_the_seeds_they_ran_on():
+    # a reduced grid (peers on seed 0 only) must be visible in the paper's setup table
+    import pandas as pd
+
+    from uncertainty_lr.analysis.tables import schedules_by_seeds
+
+    rows = [("uncertainty-gradnorm", k) for k in (0, 1, 2)] + [("constant", k) for k in (0, 1, 2)]
+    rows += [("prodigy", 0), ("replay-gradnorm", 0)]
+    runs = pd.DataFrame(rows, columns=["scheduler", "seed"])
+    assert schedules_by_seeds(runs) == [
+        ("schedules, seeds 0, 1, 2", "constant, uncertainty-gradnorm"),
+        ("schedules, seed 0 only", "prodigy, replay-gradnorm"),
+    ]
+    full = runs[runs["scheduler"] != "prodigy"].assign(seed=0).drop_duplicates()
+    assert schedules_by_seeds(full) == [
+        ("schedules", "constant, uncertainty-gradnorm, replay-gradnorm")
+    ]

@@ -209,6 +209,30 @@ def decision_interval_text(r: pd.Series) -> str:
     return "at the end of every epoch"
 
 
+def schedules_by_seeds(task_runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """Setup-table rows naming the schedules of one task by the seeds they ran on.
+
+    A reduced grid (peers and controls on fewer seeds than the study's schedules,
+    ``peer_seeds``) shows as one row per set of seeds, the largest set first, e.g.
+    ``("schedules, seeds 0, 1, 2", "constant, ...")`` and
+    ``("schedules, seed 0 only", "warmup-linear, ...")``; one row ``("schedules",
+    ...)`` when every schedule ran on every seed.
+
+    Args:
+        task_runs: the runs table of one task (columns ``scheduler``, ``seed``).
+    """
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for scheduler, g in task_runs.groupby("scheduler"):
+        groups.setdefault(tuple(sorted(int(x) for x in g["seed"].unique())), []).append(scheduler)
+    if len(groups) == 1:
+        return [("schedules", ", ".join(registry_order(next(iter(groups.values())))))]
+    rows = []
+    for seeds, names in sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0])):
+        label = f"seed {seeds[0]} only" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+        rows.append((f"schedules, {label}", ", ".join(registry_order(names))))
+    return rows
+
+
 def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
     """Setup table and its macros ``(table, macros)``, from the settings the runs
     recorded."""
@@ -282,7 +306,7 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
                 f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)",
             ),
             ("seeds", ", ".join(map(str, seeds))),
-            ("schedules", ", ".join(registry_order(g["scheduler"].unique()))),
+            *schedules_by_seeds(g),
             (
                 "device",
                 f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}",
