@@ -353,3 +353,22 @@ def test_peer_seeds_cut_the_peers_and_controls_only():
     config["tasks"]["mnist"]["peer_seeds"] = [0, 5]
     with pytest.raises(ConfigError, match=r"peer_seeds: \[5\] are not among the task's seeds"):
         preflight(config)
+
+
+def test_the_longest_runs_are_scheduled_first(repo_copy, run_snakemake):
+    # started last, a 15-minute MiniLM run leaves a core idle at the end of the
+    # default pipeline; the training jobs carry the priority of their task's model
+    import re
+
+    from uncertainty_lr.config import run_priority
+
+    config = load_config(repo_root() / "config/config.yaml")
+    priorities = {task: run_priority(config, task) for task in config["tasks"]}
+    assert priorities == {"mnist": 0, "imdb-lstm": 1, "imdb-minilm": 2, "squad-minilm": 2}
+    proc = run_snakemake(repo_copy, "-n", "--configfile", "config/config.yaml")
+    jobs = re.findall(
+        r"wildcards: task=([\w-]+), scheduler=[\w-]+, seed=\d+\n(?:\s+priority: (\d+))?",
+        proc.stdout,
+    )
+    assert len(jobs) >= 60
+    assert all(int(p or 0) == priorities[task] for task, p in jobs)

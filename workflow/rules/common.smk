@@ -5,7 +5,7 @@ import os
 
 import yaml
 
-from uncertainty_lr.config import resolve_run, resolve_sensitivity_run
+from uncertainty_lr.config import resolve_run, resolve_sensitivity_run, run_priority
 
 
 def run_parameters(wildcards):
@@ -38,6 +38,11 @@ def sensitivity_parameters(wildcards):
         f"seed{wildcards.seed}"
     )
     return _papermill_yaml(settings, out_dir)
+
+
+def train_priority(wildcards):
+    """Priority of a training job: the longest runs first (``run_priority``)."""
+    return run_priority(config, wildcards.task)
 
 
 def control_source(wildcards):

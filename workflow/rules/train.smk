@@ -13,6 +13,8 @@ rule train:
         notebook=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/train.ipynb",
     params:
         parameters=run_parameters,
+    # the longest runs first, so that short ones fill both cores at the end
+    priority: train_priority
     log:
         f"{RESULTS}/logs/train/{{task}}/{{scheduler}}/seed{{seed}}.log",
     threads: config["threads_per_run"]
