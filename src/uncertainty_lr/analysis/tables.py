@@ -514,11 +514,12 @@ def controls_text(table: pd.DataFrame) -> str:
     if not sentences:
         return ""
     return (
-        "\\paragraph{Controls.} A replay trains with the same rates as the uncertainty "
-        "run it copies, so it can only differ through the randomness of training; a "
-        "shuffled control makes the same kind of decisions at times unrelated to the "
-        "model's state. Where the uncertainty schedule does no better than its shuffled "
-        "control, the signal's timing is not what its results come from. "
+        "\\paragraph{Controls.} A replay trains on the same seed with the rates of the "
+        "uncertainty run it copies; the engines are deterministic, so a replay that "
+        "equals its run shows only that nothing but the schedule differs between the "
+        "arms. A shuffled control makes the same kind of decisions at times unrelated to "
+        "the model's state: where the uncertainty schedule does no better than its "
+        "shuffled control, the signal's timing is not what its results come from. "
         + " ".join(sentences)
         + "\n"
     )
