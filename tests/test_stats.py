@@ -175,6 +175,21 @@ def test_generated_text_ranks_the_methods_and_reports_the_controls():
     assert "highest median test score was \\texttt{onecycle}'s ($99.50\\%$, peer)" in ranking
     assert "fewest median steps to the target (600) were taken by \\texttt{onecycle}" in ranking
     assert "\\texttt{uncertainty-gradnorm} ranked 4 of 5" in ranking
-    controls = controls_text(table)
+    runs = _runs(rows)
+    controls = controls_text(runs)
     assert "\\texttt{shuffled-gradnorm} (fed its decision signals in shuffled order)" in controls
     assert "$98.00\\%$ and missed the target, against $98.50\\%$ and 800 steps" in controls
+    # a control on seed 0 only is compared with its source on seed 0, not with the
+    # source's median over three seeds (which missed the target here)
+    extra = [
+        ("mnist", "uncertainty-variance", 0, 700.0, 0.991),
+        ("mnist", "uncertainty-variance", 1, INF, 0.970),
+        ("mnist", "uncertainty-variance", 2, INF, 0.971),
+        ("mnist", "replay-variance", 0, 700.0, 0.991),
+    ]
+    controls = controls_text(_runs(rows + extra))
+    assert (
+        "On mnist (seed 0), \\texttt{replay-variance} (replaying its learning rates) reached a "
+        "test score of $99.10\\%$ and 700 steps to target, against $99.10\\%$ and 700 steps to "
+        "target for \\texttt{uncertainty-variance} on the same seed." in controls
+    )

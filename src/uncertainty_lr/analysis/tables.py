@@ -489,27 +489,46 @@ def ranking_text(table: pd.DataFrame) -> str:
     return "\\paragraph{Against the peers.} " + " ".join(sentences) + "\n"
 
 
-def controls_text(table: pd.DataFrame) -> str:
-    """Sentences comparing each uncertainty schedule with its controls, per task,
-    from the comparison table (median test score and steps to target)."""
+def _paired_summary(g: pd.DataFrame) -> str:
+    """Median test score and steps to target of some runs, as text."""
+    steps = float(np.median(g["steps_to_target"].to_numpy(float)))
+    reached = "missed the target" if math.isinf(steps) else f"{steps:.0f} steps to target"
+    return f"{_pct_text(float(np.median(g['test_score'].to_numpy(float))))} and {reached}"
+
+
+def controls_text(runs: pd.DataFrame) -> str:
+    """Sentences comparing each control with the uncertainty run it controls, per
+    task, on the control's own seeds (median test score and steps to target).
+
+    Paired by seed: a control runs on the same seed as its source (often on fewer
+    seeds than the study's schedules, ``peer_seeds``), so it is compared with the
+    source's runs on those seeds, not with the source's median over all seeds.
+
+    Args:
+        runs: the aggregate table (``runs.csv``: ``task``, ``scheduler``, ``seed``,
+            ``test_score``, ``steps_to_target`` with ``inf`` for a miss).
+    """
     sentences = []
-    for task, block in table.groupby("task", sort=False):
-        block = block.set_index("scheduler")
+    for task, t in runs.groupby("task", sort=False):
         for name, spec in SCHEDULERS.items():
-            if spec.family != "control" or name not in block.index or spec.source not in block.index:
+            control = t[t["scheduler"] == name]
+            if spec.family != "control" or control.empty:
                 continue
-            c, u = block.loc[name], block.loc[spec.source]
+            seeds = sorted(int(k) for k in control["seed"].unique())
+            source = t[(t["scheduler"] == spec.source) & t["seed"].isin(seeds)]
+            if source.empty:
+                continue
             kind = "replaying its learning rates" if name.startswith("replay") else (
                 "fed its decision signals in shuffled order"
             )
-            steps = lambda r: "missed the target" if math.isinf(r.steps_median) else (  # noqa: E731
-                f"{r.steps_median:.0f} steps to target"
-            )
+
+            several = len(seeds) > 1
+            on = "seeds " + ", ".join(map(str, seeds)) if several else f"seed {seeds[0]}"
             sentences.append(
-                f"On {tex_escape(task)}, \\texttt{{{tex_escape(name)}}} ({kind}) reached a median "
-                f"test score of {_pct_text(c.score_median)} and {steps(c)}, against "
-                f"{_pct_text(u.score_median)} and {steps(u)} for "
-                f"\\texttt{{{tex_escape(spec.source)}}}."
+                f"On {tex_escape(task)} ({on}), \\texttt{{{tex_escape(name)}}} ({kind}) reached "
+                f"{'a median test score' if several else 'a test score'} of "
+                f"{_paired_summary(control)}, against {_paired_summary(source)} for "
+                f"\\texttt{{{tex_escape(spec.source)}}} on the same seed{'s' if several else ''}."
             )
     if not sentences:
         return ""
@@ -607,7 +626,7 @@ def write_tables(
         out / "sensitivity.tex",
         ranking_text(table)
         + "\n"
-        + controls_text(table)
+        + controls_text(runs)
         + "\n"
         + sensitivity_tex(sensitivity, signal_levels),
     )
