@@ -270,7 +270,9 @@ def test_killed_driver_resumes_with_the_readme_recipe(repo_copy, run_snakemake):
             cmd, cwd=repo_copy, env=env, start_new_session=True, stdout=log, stderr=log
         )
         deadline = time.time() + 300
-        while time.time() < deadline and "Finished jobid" not in log_path.read_text():
+        # a training run, not a quick bookkeeping job (aggregate_sensitivity can
+        # finish first: the scheduler's order among ready jobs is not fixed)
+        while time.time() < deadline and "(Rule: train)" not in log_path.read_text():
             time.sleep(0.2)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
