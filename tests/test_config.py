@@ -343,7 +343,7 @@ def test_peer_seeds_cut_the_peers_and_controls_only():
     from uncertainty_lr.config import planned_runs, preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
-    config["seeds"] = [0, 1, 2]
+    config["tasks"]["mnist"]["seeds"] = [0, 1, 2]
     config["tasks"]["mnist"]["peer_seeds"] = [0]
     runs = [(s, k) for t, s, k in planned_runs(config) if t == "mnist"]
     assert {k for s, k in runs if s == "cosine"} == {0, 1, 2}
@@ -352,6 +352,22 @@ def test_peer_seeds_cut_the_peers_and_controls_only():
         resolve_run(config, "mnist", "prodigy", 1)
     config["tasks"]["mnist"]["peer_seeds"] = [0, 5]
     with pytest.raises(ConfigError, match=r"peer_seeds: \[5\] are not among the task's seeds"):
+        preflight(config)
+
+
+def test_a_cross_seed_replay_reads_the_next_seed_of_its_source():
+    from uncertainty_lr.config import preflight
+
+    config = load_config(repo_root() / "config/smoke.yaml")
+    config["tasks"]["mnist"]["seeds"] = [0, 3, 7]
+    config["tasks"]["mnist"]["peer_seeds"] = [0, 3, 7]
+    read = {k: resolve_run(config, "mnist", "replay-xseed-variance", k).source_seed for k in (0, 3, 7)}
+    assert read == {0: 3, 3: 7, 7: 0}  # cyclically
+    assert resolve_run(config, "mnist", "replay-variance", 3).source_seed == -1  # its own seed
+    # only a cross-seed control's settings carry it (they are Snakemake params)
+    assert "source_seed" not in resolve_run(config, "mnist", "cosine", 0).to_dict()
+    config["tasks"]["mnist"]["seeds"] = config["tasks"]["mnist"]["peer_seeds"] = [0]
+    with pytest.raises(ConfigError, match="replays 'uncertainty-variance' from another seed"):
         preflight(config)
 
 

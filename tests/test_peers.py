@@ -2,6 +2,7 @@
 conventions the engines rely on (per-step stepping, metrics, replaced optimizers)."""
 
 import io
+import json
 import math
 
 import pytest
@@ -293,6 +294,37 @@ def test_replay_of_a_run_reproduces_it_and_shuffled_permutes_its_signals(tmp_pat
     )
     shuffled = pd.read_csv(runs / "shuffled-gradnorm" / "seed0" / "lr_trace.csv")
     assert sorted(shuffled["signal"].dropna()) == sorted(src_trace["signal"].dropna())
+
+
+def test_cross_seed_replay_trains_its_own_seed_with_another_seeds_rates(tmp_path):
+    import pandas as pd
+    from helpers import mnist_settings
+
+    from uncertainty_lr.config import ConfigError
+    from uncertainty_lr.training import train_classifier
+
+    runs = tmp_path / "runs" / "mnist"
+    common = dict(epochs=3, train_subset=320, val_subset=200, eval_every_steps=0)
+    out = runs / "replay-xseed-gradnorm" / "seed0"
+    with pytest.raises(ConfigError, match="set source_seed"):
+        train_classifier(mnist_settings(scheduler="replay-xseed-gradnorm", **common), out)
+    xseed = mnist_settings(scheduler="replay-xseed-gradnorm", source_seed=1, **common)
+    with pytest.raises(ConfigError, match="seed 1, expected in .*uncertainty-gradnorm/seed1"):
+        train_classifier(xseed, out)
+    params = {"threshold": 0.6}  # crossed by this small run's gradient norm
+    for seed in (0, 1):
+        train_classifier(
+            mnist_settings(
+                scheduler="uncertainty-gradnorm", scheduler_params=params, seed=seed, **common
+            ),
+            runs / "uncertainty-gradnorm" / f"seed{seed}",
+        )
+    train_classifier(xseed, out)
+    replayed = pd.read_csv(out / "lr_trace.csv")["lr_group0"]
+    source = pd.read_csv(runs / "uncertainty-gradnorm" / "seed1" / "lr_trace.csv")["lr_group0"]
+    pd.testing.assert_series_equal(replayed, source)  # seed 1's rates ...
+    ours = json.loads((out / "metrics.json").read_text())["settings"]
+    assert ours["seed"] == 0 and ours["source_seed"] == 1  # ... on seed 0's run
 
 
 def test_the_engine_turns_on_deterministic_kernels_before_training(tmp_path, monkeypatch):

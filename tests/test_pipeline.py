@@ -73,13 +73,18 @@ def test_tables_and_numbers_come_from_the_runs(smoke_repo):
     runs = pd.read_csv(smoke_repo / "results" / "smoke" / "aggregate" / "runs.csv")
     table = (smoke_repo / "paper" / "generated" / "results_table.tex").read_text()
     assert r"\toprule" in table and r"\bottomrule" in table
-    for task, name, _ in SMOKE_RUNS:
-        row = runs[(runs["task"] == task) & (runs["scheduler"] == name)].iloc[0]
-        f1 = row["test_f1_macro"] if task == "mnist" else row["test_f1"]
-        first = row["test_exact_match"] if task == "squad-minilm" else row["test_accuracy"]
-        cells = f"\\texttt{{{name}}} & ${100 * first:.2f}$ & "
-        assert cells in table  # one seed: no +-
-        assert f"${100 * f1:.2f}$ &" in table
+
+    def cell(values):  # one seed: the value; several: mean +- sample standard deviation
+        if len(values) == 1:
+            return f"${100 * values.iloc[0]:.2f}$"
+        return f"${100 * values.mean():.2f} \\pm {100 * values.std(ddof=1):.2f}$"
+
+    for task, name in {(t, s) for t, s, _ in SMOKE_RUNS}:
+        rows = runs[(runs["task"] == task) & (runs["scheduler"] == name)]
+        f1 = rows["test_f1_macro"] if task == "mnist" else rows["test_f1"]
+        first = rows["test_exact_match"] if task == "squad-minilm" else rows["test_accuracy"]
+        assert f"\\texttt{{{name}}} & {cell(first)} & " in table
+        assert f"{cell(f1)} &" in table
     numbers = (smoke_repo / "paper" / "generated" / "numbers.tex").read_text()
     assert r"\newcommand{\MnistEpochs}{3}" in numbers
     assert r"\newcommand{\UncertaintyGradnormThreshold}{0.1}" in numbers

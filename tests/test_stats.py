@@ -144,6 +144,16 @@ def test_comparison_against_the_best_baselines():
     assert rho["prodigy"].tolist() == [0.0, 0.0]
 
 
+def test_a_method_on_fewer_seeds_is_compared_on_the_seeds_it_ran():
+    from uncertainty_lr.analysis.comparison import comparison
+
+    rows = [("mnist", "cosine", k, t, 0.99) for k, t in enumerate([1000.0, 1200.0, 1100.0])]
+    rows.append(("mnist", "onecycle", 0, 500.0, 0.99))  # a peer on seed 0 only
+    fast = comparison(_runs(rows)).set_index("scheduler").loc["onecycle"]
+    # cosine's 1,000 steps on seed 0, not its 1,100 over three seeds
+    assert fast["speedup"] == pytest.approx(2.0) and fast["p_faster"] == 1.0
+
+
 def test_profile_counts_only_the_tasks_a_method_ran_on():
     from uncertainty_lr.analysis.comparison import profile
 
@@ -193,3 +203,14 @@ def test_generated_text_ranks_the_methods_and_reports_the_controls():
         "test score of $99.10\\%$ and 700 steps to target, against $99.10\\%$ and 700 steps to "
         "target for \\texttt{uncertainty-variance} on the same seed." in controls
     )
+    assert "cross-seed" not in controls  # described only where one ran
+    # a cross-seed replay (seed 1's rates on seed 0) is compared with its source on
+    # its own seed 0, the run it shares initial weights and data order with
+    extra.append(("mnist", "replay-xseed-variance", 0, INF, 0.985))
+    controls = controls_text(_runs(rows + extra))
+    assert (
+        "\\texttt{replay-xseed-variance} (replaying its learning rates of the next seed) "
+        "reached a test score of $98.50\\%$ and missed the target, against $99.10\\%$ and "
+        "700 steps to target for \\texttt{uncertainty-variance} on the same seed." in controls
+    )
+    assert "no better than its cross-seed replay or shuffled control" in controls

@@ -3,7 +3,7 @@ of the settings of one run (task x scheduler x seed)."""
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,12 @@ def preflight(config: dict[str, Any]) -> None:
                 problems.append(
                     f"  - tasks/{task}/schedulers: control {name!r} replays or shuffles the "
                     f"runs of {source!r}; add {source!r} to the task's schedulers"
+                )
+            elif SCHEDULERS[name].cross_seed and len(task_seeds(config, task, source)) < 2:
+                problems.append(
+                    f"  - tasks/{task}/seeds: control {name!r} replays {source!r} from "
+                    f"another seed, but the task runs it on one seed only; give the task "
+                    "two seeds or more, or drop the control"
                 )
     used = {s for task in config["tasks"] for s in task_schedulers(config, task)}
     for name in sorted(used):
@@ -352,6 +358,7 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
         ("dataset", lambda v: v in DATASET_NAMES, f"one of {', '.join(DATASET_NAMES)}"),
         ("model", lambda v: v in models, f"one of {', '.join(models)}"),
         ("seed", lambda v: v >= 0, ">= 0"),
+        ("source_seed", lambda v: v >= -1, ">= 0 (or -1: none)"),
         ("epochs", lambda v: v >= 1, ">= 1"),
         ("batch_size", lambda v: v >= 1, ">= 1"),
         ("lr", lambda v: v > 0, "> 0"),
@@ -449,6 +456,9 @@ class RunSettings:
     num_processes: int = 1
     doc_stride: int = 128
     group_by_length: bool = False
+    source_seed: int = -1
+    """A cross-seed control's (``ScheduleSpec.cross_seed``): the seed of the source
+    run it reads; -1 for every other run (a same-seed control reads its own seed's)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
@@ -492,8 +502,13 @@ class RunSettings:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (JSON/YAML-serialisable)."""
-        return asdict(self)
+        """Plain-data form (JSON/YAML-serialisable). ``source_seed`` is left out where
+        unset (-1): the settings are Snakemake params, and a field that only
+        cross-seed controls use must not change, and so rerun, every other run."""
+        data = asdict(self)
+        if data["source_seed"] < 0:
+            del data["source_seed"]
+        return data
 
     def same_run(self, other: Any) -> bool:
         """Whether ``other`` (a :meth:`to_dict` of saved settings, e.g. a checkpoint's)
@@ -640,7 +655,29 @@ def resolve_run(config: dict[str, Any], task: str, scheduler: str, seed: int) ->
             f"seed {seed!r} is not among task {task!r}'s seeds for {scheduler!r}: "
             f"{', '.join(map(str, task_seeds(config, task, scheduler)))}"
         )
-    return _settings(config, task, scheduler, seed)
+    settings = _settings(config, task, scheduler, seed)
+    if SCHEDULERS[scheduler].cross_seed:
+        settings = replace(settings, source_seed=cross_seed_source(config, task, scheduler, seed))
+    return settings
+
+
+def cross_seed_source(config: dict[str, Any], task: str, scheduler: str, seed: int) -> int:
+    """The seed whose source run a cross-seed control on ``seed`` reads: the next
+    seed, cyclically, of those the task runs the source schedule on (seeds 0, 1, 2:
+    0 reads 1, 1 reads 2, 2 reads 0).
+
+    Raises:
+        ConfigError: ``seed`` is not among the source's seeds, or it is the only one.
+    """
+    source = str(SCHEDULERS[scheduler].source)
+    seeds = sorted(task_seeds(config, task, source))
+    if seed not in seeds or len(seeds) < 2:
+        raise ConfigError(
+            f"control {scheduler!r} on seed {seed} of task {task!r} replays {source!r} "
+            f"from another seed, but the task runs {source!r} on seeds {seeds}: it needs "
+            "this seed and at least one other (set the task's seeds)"
+        )
+    return seeds[(seeds.index(seed) + 1) % len(seeds)]
 
 
 def _settings(config: dict[str, Any], task: str, scheduler: str, seed: int) -> RunSettings:

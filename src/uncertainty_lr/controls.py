@@ -4,15 +4,20 @@ Every run writes ``lr_trace.csv`` beside its ``metrics.json``: one row per call 
 the schedule's ``step()`` (row 0: before the first call) with the learning rate of
 every parameter group and, where an :class:`~uncertainty_lr.UncertaintyLR` took a
 decision at that call, the signal it decided on. A control run of a task and seed
-reads the trace of its source run (``ScheduleSpec.source``: the same task and seed,
-the uncertainty schedule it controls):
+reads the trace of its source run (``ScheduleSpec.source``: the uncertainty schedule
+it controls, on the same task and seed, or for ``replay-xseed-*`` on the seed
+``RunSettings.source_seed``):
 
-- ``replay-*`` trains with the source's learning rates as a fixed schedule;
+- ``replay-*`` trains with the source's learning rates as a fixed schedule; on the
+  same seed it is the source run again (a check that the two arms differ only in
+  their schedule);
+- ``replay-xseed-*`` trains with the learning rates the source produced on another
+  seed: a schedule of the same shape that did not react to this run;
 - ``shuffled-*`` trains with the source's rule, fed the source's decision signals in
   a shuffled order.
 
-If a control matches its source, the signal is not what helps; if the source wins,
-it is.
+If the cross-seed replay or the shuffled control matches its source, the signal is
+not what helps; if the source wins, it is.
 """
 
 from __future__ import annotations
@@ -73,12 +78,31 @@ class TraceRecorder:
         atomic_write_csv(Path(out_dir) / TRACE_FILE, pd.DataFrame(self.rows))
 
 
+def source_seed(settings: RunSettings) -> int:
+    """The seed of the run a control reads: ``settings.source_seed`` for a
+    cross-seed control, else the control's own seed.
+
+    Raises:
+        ConfigError: a cross-seed control without a ``source_seed`` (settings made
+            by hand: ``uncertainty_lr.config.resolve_run`` sets it).
+    """
+    if SCHEDULERS[settings.scheduler].cross_seed:
+        if settings.source_seed < 0:
+            raise ConfigError(
+                f"control {settings.scheduler!r} replays another seed's run: set "
+                "source_seed to that seed (resolve_run sets it from the config)"
+            )
+        return settings.source_seed
+    return settings.seed
+
+
 def source_dir(settings: RunSettings, out_dir: str | Path) -> Path:
     """Folder of the run a control reads: the pipeline's layout
-    ``<results>/runs/<task>/<scheduler>/seed<k>``, with the source's scheduler."""
+    ``<results>/runs/<task>/<scheduler>/seed<k>``, with the source's scheduler and
+    seed (:func:`source_seed`)."""
     spec = SCHEDULERS[settings.scheduler]
     out = Path(out_dir)
-    return out.parent.parent / str(spec.source) / out.name
+    return out.parent.parent / str(spec.source) / f"seed{source_seed(settings)}"
 
 
 def load_control_input(settings: RunSettings, out_dir: str | Path) -> ControlInput:
@@ -95,17 +119,19 @@ def load_control_input(settings: RunSettings, out_dir: str | Path) -> ControlInp
             run to make first), or it was made with other settings.
     """
     spec = SCHEDULERS[settings.scheduler]
+    seed = source_seed(settings)
     src = source_dir(settings, out_dir)
     metrics_path, trace_path = src / "metrics.json", src / TRACE_FILE
     if not metrics_path.is_file() or not trace_path.is_file():
         raise ConfigError(
             f"control {settings.scheduler!r} reads the run {spec.source} of task "
-            f"{settings.task!r}, seed {settings.seed}, expected in {src} (metrics.json and "
+            f"{settings.task!r}, seed {seed}, expected in {src} (metrics.json and "
             f"{TRACE_FILE}); run it first (the pipeline does: add {spec.source!r} to the "
             "task's schedulers)"
         )
     source = json.loads(metrics_path.read_text())
-    mine = settings.to_dict()
+    mine = {**settings.to_dict(), "seed": seed}
+    mine.pop("source_seed", None)
     theirs = dict(source.get("settings", {}))
     differ = sorted(
         k

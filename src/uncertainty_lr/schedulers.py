@@ -538,9 +538,12 @@ class ReplayLR(LRScheduler):
 
     Row ``k`` of ``trace`` holds the learning rate of every parameter group after
     the ``k``-th call of ``step()`` (row 0: before the first), as recorded in the
-    run being replayed; calls past the end keep the last row. Same seed, same data
-    order, same rates, but no dependence on this run's signal: if it trains as well
-    as the adaptive run, the decay it happened to produce is what helps.
+    run being replayed; calls past the end keep the last row. No dependence on this
+    run's signal: on the source's seed (``replay-*``) it is the adaptive run again
+    (same initial weights, data order and rates); on another seed
+    (``replay-xseed-*``) it trains with rates that reacted to a different run, so if
+    it trains as well as that seed's adaptive run, the decay the rule produces, not
+    its reaction to this model, is what helps.
 
     Args:
         optimizer: the wrapped optimizer (as many groups as the trace has columns).
@@ -620,8 +623,11 @@ class ScheduleSpec:
             replaces it with (``"schedule-free-adamw"``, ``"prodigy"``): see
             :func:`build_peer_optimizer`.
         requires: the Python package the method needs (imported lazily), or None.
-        source: for a control, the uncertainty schedule whose run (same task and
-            seed) it replays or shuffles.
+        source: for a control, the uncertainty schedule whose run (same task) it
+            replays or shuffles.
+        cross_seed: for a control, whether it reads the source's run of another
+            seed (the next seed the task runs the source on, cyclically: see
+            :func:`uncertainty_lr.config.resolve_run`) instead of its own seed's.
     """
 
     name: str
@@ -634,6 +640,7 @@ class ScheduleSpec:
     optimizer: str | None = None
     requires: str | None = None
     source: str | None = None
+    cross_seed: bool = False
 
     @property
     def replaces_optimizer(self) -> bool:
@@ -748,6 +755,18 @@ SCHEDULERS: dict[str, ScheduleSpec] = {
                 ("replay", "the learning rates of {source}'s run of the same seed, replayed"),
                 ("shuffled", "{source}'s rule fed its run's decision signals in shuffled order"),
             )
+        ),
+        *(
+            ScheduleSpec(
+                f"replay-xseed-{short}",
+                None,
+                {},
+                f"the learning rates of uncertainty-{short}'s run of the next seed, replayed",
+                family="control",
+                source=f"uncertainty-{short}",
+                cross_seed=True,
+            )
+            for short in ("gradnorm", "variance")
         ),
     )
 }
@@ -1074,7 +1093,7 @@ def build_scheduler(
     elif spec.family == "control":
         if control is None:
             raise ValueError(
-                f"control {name!r} needs its source run ({spec.source}, same task and seed): "
+                f"control {name!r} needs its source run ({spec.source}, same task): "
                 "pass control= (uncertainty_lr.controls.load_control_input reads it)"
             )
         if name.startswith("replay"):

@@ -47,13 +47,17 @@ def train_priority(wildcards):
 
 def control_source(wildcards):
     """Input of a control run: the learning-rate trace of its source run (the same
-    task and seed, ``ScheduleSpec.source``); nothing for the other schedules."""
+    task, ``ScheduleSpec.source``; the same seed, or the next one for a cross-seed
+    control: ``uncertainty_lr.controls.source_seed``); nothing for other schedules."""
+    from uncertainty_lr.controls import source_seed
     from uncertainty_lr.schedulers import SCHEDULERS
 
     spec = SCHEDULERS.get(wildcards.scheduler)
     if spec is None or spec.source is None:
         return []
-    return [f"{RESULTS}/runs/{wildcards.task}/{spec.source}/seed{wildcards.seed}/lr_trace.csv"]
+    settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
+    seed = source_seed(settings)
+    return [f"{RESULTS}/runs/{wildcards.task}/{spec.source}/seed{seed}/lr_trace.csv"]
 
 
 def folder_of(name):

@@ -508,7 +508,7 @@ def controls_text(runs: pd.DataFrame) -> str:
         runs: the aggregate table (``runs.csv``: ``task``, ``scheduler``, ``seed``,
             ``test_score``, ``steps_to_target`` with ``inf`` for a miss).
     """
-    sentences = []
+    sentences, cross_seed = [], False
     for task, t in runs.groupby("task", sort=False):
         for name, spec in SCHEDULERS.items():
             control = t[t["scheduler"] == name]
@@ -518,10 +518,14 @@ def controls_text(runs: pd.DataFrame) -> str:
             source = t[(t["scheduler"] == spec.source) & t["seed"].isin(seeds)]
             if source.empty:
                 continue
-            kind = "replaying its learning rates" if name.startswith("replay") else (
-                "fed its decision signals in shuffled order"
-            )
+            if spec.cross_seed:
+                kind = "replaying its learning rates of the next seed"
+            elif name.startswith("replay"):
+                kind = "replaying its learning rates"
+            else:
+                kind = "fed its decision signals in shuffled order"
 
+            cross_seed |= spec.cross_seed
             several = len(seeds) > 1
             on = "seeds " + ", ".join(map(str, seeds)) if several else f"seed {seeds[0]}"
             sentences.append(
@@ -536,9 +540,18 @@ def controls_text(runs: pd.DataFrame) -> str:
         "\\paragraph{Controls.} A replay trains on the same seed with the rates of the "
         "uncertainty run it copies; the engines are deterministic, so a replay that "
         "equals its run shows only that nothing but the schedule differs between the "
-        "arms. A shuffled control makes the same kind of decisions at times unrelated to "
+        "arms. "
+        + (
+            "A cross-seed replay trains on one seed with the rates the uncertainty "
+            "schedule produced on the next: rates of the same kind that did not react to "
+            "this run. "
+            if cross_seed
+            else ""
+        )
+        + "A shuffled control makes the same kind of decisions at times unrelated to "
         "the model's state: where the uncertainty schedule does no better than its "
-        "shuffled control, the signal's timing is not what its results come from. "
+        + ("cross-seed replay or " if cross_seed else "")
+        + "shuffled control, the signal's timing is not what its results come from. "
         + " ".join(sentences)
         + "\n"
     )
