@@ -144,6 +144,20 @@ def test_comparison_against_the_best_baselines():
     assert rho["prodigy"].tolist() == [0.0, 0.0]
 
 
+def test_a_control_verdict_says_which_arm_did_better():
+    from uncertainty_lr.analysis.tables import control_verdict
+
+    def runs(score, steps):
+        return pd.DataFrame({"test_score": [score], "steps_to_target": [steps]})
+
+    source = runs(0.99, 800.0)
+    assert control_verdict(runs(0.99, 800.0), source) == "same"
+    assert control_verdict(runs(0.99, 500.0), source) == "control"  # as good, faster
+    assert control_verdict(runs(0.98, INF), source) == "source"  # worse, never reached
+    assert control_verdict(runs(0.995, 900.0), source) == "mixed"
+    assert control_verdict(runs(0.97, INF), runs(0.96, INF)) == "control"
+
+
 def test_a_method_on_fewer_seeds_is_compared_on_the_seeds_it_ran():
     from uncertainty_lr.analysis.comparison import comparison
 
@@ -201,7 +215,8 @@ def test_generated_text_ranks_the_methods_and_reports_the_controls():
     assert (
         "On mnist (seed 0), \\texttt{replay-variance} (replaying its learning rates) reached a "
         "test score of $99.10\\%$ and 700 steps to target, against $99.10\\%$ and 700 steps to "
-        "target for \\texttt{uncertainty-variance} on the same seed." in controls
+        "target for \\texttt{uncertainty-variance} on the same seed: the same result, as it "
+        "must be when nothing but the schedule differs." in controls
     )
     assert "cross-seed" not in controls  # described only where one ran
     # a cross-seed replay (seed 1's rates on seed 0) is compared with its source on
@@ -211,6 +226,7 @@ def test_generated_text_ranks_the_methods_and_reports_the_controls():
     assert (
         "\\texttt{replay-xseed-variance} (replaying its learning rates of the next seed) "
         "reached a test score of $98.50\\%$ and missed the target, against $99.10\\%$ and "
-        "700 steps to target for \\texttt{uncertainty-variance} on the same seed." in controls
+        "700 steps to target for \\texttt{uncertainty-variance} on the same seed: the "
+        "uncertainty schedule did better, so here reacting to its signal helped." in controls
     )
     assert "no better than its cross-seed replay or shuffled control" in controls

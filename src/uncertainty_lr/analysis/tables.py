@@ -489,11 +489,59 @@ def ranking_text(table: pd.DataFrame) -> str:
     return "\\paragraph{Against the peers.} " + " ".join(sentences) + "\n"
 
 
+def _medians(g: pd.DataFrame) -> tuple[float, float]:
+    """Median test score and median steps to target (``inf``: missed) of some runs."""
+    return (
+        float(np.median(g["test_score"].to_numpy(float))),
+        float(np.median(g["steps_to_target"].to_numpy(float))),
+    )
+
+
 def _paired_summary(g: pd.DataFrame) -> str:
     """Median test score and steps to target of some runs, as text."""
-    steps = float(np.median(g["steps_to_target"].to_numpy(float)))
+    score, steps = _medians(g)
     reached = "missed the target" if math.isinf(steps) else f"{steps:.0f} steps to target"
-    return f"{_pct_text(float(np.median(g['test_score'].to_numpy(float))))} and {reached}"
+    return f"{_pct_text(score)} and {reached}"
+
+
+def control_verdict(control: pd.DataFrame, source: pd.DataFrame) -> str:
+    """What a control says about its uncertainty schedule, from their runs on the
+    same seeds: ``"same"`` (equal median score and steps to target), ``"control"``
+    (the control at least as good on both and better on one: the signal is not what
+    helps), ``"source"`` (the uncertainty schedule at least as good on both and
+    better on one: reacting to the signal helped) or ``"mixed"``.
+
+    Args:
+        control, source: rows of ``runs.csv`` (``test_score``, ``steps_to_target``).
+    """
+    (cs, ct), (ss, st) = _medians(control), _medians(source)
+    if cs == ss and ct == st:
+        return "same"
+    if cs >= ss and ct <= st:
+        return "control"
+    if cs <= ss and ct >= st:
+        return "source"
+    return "mixed"
+
+
+VERDICT_TEXT = {
+    "same": "the same result, so here the signal is not what helps",
+    "control": "the control did as well or better, so here the signal is not what helps",
+    "source": "the uncertainty schedule did better, so here reacting to its signal helped",
+    "mixed": "a mixed result (better on one count, worse on the other)",
+}
+"""How :func:`controls_text` states each :func:`control_verdict` of an informative
+control (cross-seed replay, shuffled); a same-seed replay's is stated as a check."""
+
+SAME_SEED_REPLAY_TEXT = {
+    "same": "the same result, as it must be when nothing but the schedule differs",
+    **{
+        k: "a different result: something other than the schedule differs between the "
+        "arms (nondeterministic kernels?)"
+        for k in ("control", "source", "mixed")
+    },
+}
+"""How :func:`controls_text` states a same-seed replay's :func:`control_verdict`."""
 
 
 def controls_text(runs: pd.DataFrame) -> str:
@@ -518,10 +566,11 @@ def controls_text(runs: pd.DataFrame) -> str:
             source = t[(t["scheduler"] == spec.source) & t["seed"].isin(seeds)]
             if source.empty:
                 continue
+            texts = VERDICT_TEXT
             if spec.cross_seed:
                 kind = "replaying its learning rates of the next seed"
             elif name.startswith("replay"):
-                kind = "replaying its learning rates"
+                kind, texts = "replaying its learning rates", SAME_SEED_REPLAY_TEXT
             else:
                 kind = "fed its decision signals in shuffled order"
 
@@ -532,7 +581,8 @@ def controls_text(runs: pd.DataFrame) -> str:
                 f"On {tex_escape(task)} ({on}), \\texttt{{{tex_escape(name)}}} ({kind}) reached "
                 f"{'a median test score' if several else 'a test score'} of "
                 f"{_paired_summary(control)}, against {_paired_summary(source)} for "
-                f"\\texttt{{{tex_escape(spec.source)}}} on the same seed{'s' if several else ''}."
+                f"\\texttt{{{tex_escape(spec.source)}}} on the same seed{'s' if several else ''}: "
+                f"{texts[control_verdict(control, source)]}."
             )
     if not sentences:
         return ""
