@@ -388,3 +388,13 @@ def test_the_longest_runs_are_scheduled_first(repo_copy, run_snakemake):
     )
     assert len(jobs) >= 60
     assert all(int(p or 0) == priorities[task] for task, p in jobs)
+
+
+def test_the_pipeline_makes_a_cross_seed_replays_source_first(repo_copy, run_snakemake):
+    # the default's replay-xseed-variance on seed 0 reads seed 1's uncertainty run
+    target = "results/runs/mnist/replay-xseed-variance/seed0/metrics.json"
+    proc = run_snakemake(repo_copy, "-n", target, "--configfile", "config/config.yaml")
+    jobs = proc.stdout.split("rule train:")[1:]
+    replay = next(j for j in jobs if "replay-xseed-variance/seed0/metrics.json" in j)
+    assert "results/runs/mnist/uncertainty-variance/seed1/lr_trace.csv" in replay
+    assert any("output: results/runs/mnist/uncertainty-variance/seed1/metrics.json" in j for j in jobs)
