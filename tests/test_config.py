@@ -366,6 +366,13 @@ def test_a_cross_seed_replay_reads_the_next_seed_of_its_source():
     assert resolve_run(config, "mnist", "replay-variance", 3).source_seed == -1  # its own seed
     # only a cross-seed control's settings carry it (they are Snakemake params)
     assert "source_seed" not in resolve_run(config, "mnist", "cosine", 0).to_dict()
+    # hand-made settings: source_seed only on a cross-seed control, and another seed
+    bad = resolve_run(config, "mnist", "cosine", 0).to_dict()
+    with pytest.raises(ConfigError, match="only a cross-seed control"):
+        RunSettings.from_dict({**bad, "source_seed": 3})
+    bad = resolve_run(config, "mnist", "replay-xseed-variance", 3).to_dict()
+    with pytest.raises(ConfigError, match="source_seed: equals seed"):
+        RunSettings.from_dict({**bad, "source_seed": 3})
     config["tasks"]["mnist"]["seeds"] = config["tasks"]["mnist"]["peer_seeds"] = [0]
     with pytest.raises(ConfigError, match="replays 'uncertainty-variance' from another seed"):
         preflight(config)

@@ -224,7 +224,7 @@ def test_generated_text_ranks_the_methods_and_reports_the_controls():
     extra.append(("mnist", "replay-xseed-variance", 0, INF, 0.985))
     controls = controls_text(_runs(rows + extra))
     assert (
-        "\\texttt{replay-xseed-variance} (replaying its learning rates of the next seed) "
+        "\\texttt{replay-xseed-variance} (replaying the learning rates of its source's run on the next seed) "
         "reached a test score of $98.50\\%$ and missed the target, against $99.10\\%$ and "
         "700 steps to target for \\texttt{uncertainty-variance} on the same seed: the "
         "uncertainty schedule did better, so here reacting to its signal helped." in controls

@@ -497,6 +497,17 @@ class RunSettings:
             problems.append(
                 f"  - scheduler: unknown {data['scheduler']!r} (valid: {', '.join(SCHEDULERS)})"
             )
+        elif not problems and data.get("source_seed", -1) >= 0:
+            if not SCHEDULERS[data["scheduler"]].cross_seed:
+                problems.append(
+                    f"  - source_seed: only a cross-seed control reads another seed's run; "
+                    f"{data['scheduler']!r} does not (leave source_seed out)"
+                )
+            elif data["source_seed"] == data["seed"]:
+                problems.append(
+                    "  - source_seed: equals seed; a cross-seed replay reads another seed's "
+                    "run (for the same seed's, use the replay-* control)"
+                )
         if problems:
             raise ConfigError("invalid run settings:\n" + "\n".join(problems))
         return cls(**data)

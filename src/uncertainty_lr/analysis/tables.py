@@ -568,7 +568,7 @@ def controls_text(runs: pd.DataFrame) -> str:
                 continue
             texts = VERDICT_TEXT
             if spec.cross_seed:
-                kind = "replaying its learning rates of the next seed"
+                kind = "replaying the learning rates of its source's run on the next seed"
             elif name.startswith("replay"):
                 kind, texts = "replaying its learning rates", SAME_SEED_REPLAY_TEXT
             else:
