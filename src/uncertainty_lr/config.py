@@ -142,12 +142,12 @@ def preflight(config: dict[str, Any]) -> None:
                     f"  - tasks/{task}/schedulers: control {name!r} replays or shuffles the "
                     f"runs of {source!r}; add {source!r} to the task's schedulers"
                 )
-            elif SCHEDULERS[name].cross_seed and len(task_seeds(config, task, source)) < 2:
-                problems.append(
-                    f"  - tasks/{task}/seeds: control {name!r} replays {source!r} from "
-                    f"another seed, but the task runs it on one seed only; give the task "
-                    "two seeds or more, or drop the control"
-                )
+            elif SCHEDULERS[name].cross_seed:
+                try:
+                    for seed in task_seeds(config, task, name):
+                        cross_seed_source(config, task, name, seed)
+                except ConfigError as err:
+                    problems.append(f"  - tasks/{task}/seeds: {err}")
     used = {s for task in config["tasks"] for s in task_schedulers(config, task)}
     for name in sorted(used):
         package = SCHEDULERS[name].requires
@@ -686,7 +686,8 @@ def cross_seed_source(config: dict[str, Any], task: str, scheduler: str, seed: i
         raise ConfigError(
             f"control {scheduler!r} on seed {seed} of task {task!r} replays {source!r} "
             f"from another seed, but the task runs {source!r} on seeds {seeds}: it needs "
-            "this seed and at least one other (set the task's seeds)"
+            "this seed and at least one other (give the task two seeds or more, or drop "
+            "the control)"
         )
     return seeds[(seeds.index(seed) + 1) % len(seeds)]
 

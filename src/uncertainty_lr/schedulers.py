@@ -627,7 +627,7 @@ class ScheduleSpec:
             replays or shuffles.
         cross_seed: for a control, whether it reads the source's run of another
             seed (the next seed the task runs the source on, cyclically: see
-            :func:`uncertainty_lr.config.resolve_run`) instead of its own seed's.
+            :func:`uncertainty_lr.config.cross_seed_source`) instead of its own seed's.
     """
 
     name: str

@@ -537,7 +537,7 @@ SAME_SEED_REPLAY_TEXT = {
     "same": "the same result, as it must be when nothing but the schedule differs",
     **{
         k: "a different result: something other than the schedule differs between the "
-        "arms (nondeterministic kernels?)"
+        "arms (nondeterministic kernels, for example)"
         for k in ("control", "source", "mixed")
     },
 }
@@ -548,9 +548,10 @@ def controls_text(runs: pd.DataFrame) -> str:
     """Sentences comparing each control with the uncertainty run it controls, per
     task, on the control's own seeds (median test score and steps to target).
 
-    Paired by seed: a control runs on the same seed as its source (often on fewer
-    seeds than the study's schedules, ``peer_seeds``), so it is compared with the
-    source's runs on those seeds, not with the source's median over all seeds.
+    Paired by seed: a control often runs on fewer seeds than the study's schedules
+    (``peer_seeds``), so it is compared with the source's runs on the control's own
+    seeds (for a cross-seed replay too: the source run that shares its initial
+    weights and data order), not with the source's median over all seeds.
 
     Args:
         runs: the aggregate table (``runs.csv``: ``task``, ``scheduler``, ``seed``,
