@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncertainty_lr.data.checksums import DataFileError, verify_folder
+from uncertainty_lr.data.checksums import DataFileError, folder_problems, verify_folder
 from uncertainty_lr.paths import raw_data_dir
 
 FILES = {"train": "train.parquet", "test": "test.parquet"}
@@ -130,21 +130,70 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.concatenate([head, *tail]).astype(np.int64)
 
 
-def _read_split(path: Path) -> tuple[list[str], np.ndarray]:
-    import pandas as pd  # noqa: PLC0415
+def read_split_file(path: Path) -> tuple[list[str], np.ndarray]:
+    """Read and check one vendored Parquet file.
+
+    Checks: readable Parquet; a ``text`` column of (valid UTF-8) strings; a ``label``
+    column of integers, or of floats that are all exactly integral (a 0.9 is
+    refused, never cast); no missing label; every label 0 or 1; at least one review.
+
+    Returns:
+        The reviews (``<br />`` replaced by spaces, a missing text as ``""``) and the
+        int64 labels.
+
+    Raises:
+        DataFileError: naming the file, what is wrong and how to restore it.
+    """
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    def bad(problem: str) -> DataFileError:
+        return DataFileError(f"data file {path} {problem}. {HOW_TO_GET}")
 
     try:
-        frame = pd.read_parquet(path)
+        table = pq.read_table(path)
     except Exception as err:  # pyarrow raises its own types for a foreign file
-        raise DataFileError(f"data file {path} is not readable Parquet ({err}). {HOW_TO_GET}") from err
-    missing = {"text", "label"} - set(frame.columns)
+        raise bad(f"is not readable Parquet ({err})") from err
+    missing = {"text", "label"} - set(table.column_names)
     if missing:
-        raise DataFileError(f"data file {path} lacks column(s) {sorted(missing)}. {HOW_TO_GET}")
-    labels = frame["label"].to_numpy().astype(np.int64)
-    if not np.isin(labels, (0, 1)).all():
-        raise DataFileError(f"data file {path} has labels other than 0 and 1. {HOW_TO_GET}")
-    texts = [t.replace("<br />", " ") for t in frame["text"].fillna("").astype(str)]
-    return texts, labels
+        raise bad(f"lacks column(s) {sorted(missing)}")
+    text, label = table["text"], table["label"]
+    if table.num_rows == 0:
+        raise bad("holds no reviews")
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        raise bad(f"has a text column of type {text.type}, expected strings")
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid as err:
+        raise bad(f"has text that is not valid UTF-8 ({err})") from err
+    if not (pa.types.is_integer(label.type) or pa.types.is_floating(label.type)):
+        raise bad(f"has a label column of type {label.type}, expected integers 0 and 1")
+    if label.null_count:
+        raise bad(f"has {label.null_count} review(s) without a label")
+    values = label.to_numpy()
+    wrong = ~np.isin(values, (0, 1))  # a float 0.9 is wrong, a float 1.0 is not
+    if wrong.any():
+        row = int(np.argmax(wrong))
+        raise bad(
+            f"has label {values[row].item()!r} at row {row} ({int(wrong.sum())} such in all); "
+            "expected 0 or 1"
+        )
+    texts = [t.replace("<br />", " ") if t is not None else "" for t in text.to_pylist()]
+    return texts, values.astype(np.int64)
+
+
+def check_imdb_files(root: str | Path | None = None) -> list[str]:
+    """Every problem of the vendored files: checksums, then each file's content
+    (:func:`read_split_file`).
+
+    Args:
+        root: the folder (default ``data/raw/imdb``).
+
+    Returns:
+        One message per bad file, naming it and the fix; empty when both are good.
+    """
+    folder = Path(root) if root is not None else raw_data_dir() / "imdb"
+    return folder_problems(folder, tuple(FILES.values()), HOW_TO_GET, read_split_file)
 
 
 def load_imdb_reviews(
@@ -171,13 +220,13 @@ def load_imdb_reviews(
         :class:`ReviewSplits`; the training reviews are in stratified order.
 
     Raises:
-        DataFileError: a file is missing, corrupt or malformed.
+        DataFileError: a file is missing, corrupt or malformed (:func:`read_split_file`).
         ValueError: unknown ``source`` or a size out of range.
     """
     if source == "local":
         folder = verify_imdb_files(root)
-        train_text, train_label = _read_split(folder / FILES["train"])
-        test_text, test_label = _read_split(folder / FILES["test"])
+        train_text, train_label = read_split_file(folder / FILES["train"])
+        test_text, test_label = read_split_file(folder / FILES["test"])
     elif source == "hub":
         train_text, train_label, test_text, test_label = _load_from_hub()
     else:
