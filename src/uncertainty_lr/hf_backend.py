@@ -49,6 +49,8 @@ from uncertainty_lr.schedulers import SCHEDULERS, build_scheduler, effective_lrs
 from uncertainty_lr.tasks import VAL_METRICS
 from uncertainty_lr.training import (
     build_optimizer,
+    finite_evaluation,
+    finite_lrs,
     keep_checkpoints_requested,
     resolve_device,
     seed_everything,
@@ -135,13 +137,9 @@ def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 
 def _row_from_json(row: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`_json_row`: None back to NaN."""
+    """A history row read back from JSON: None (how
+    :func:`~uncertainty_lr.io.atomic_write_json` writes NaN) back to NaN."""
     return {k: (math.nan if v is None else v) for k, v in row.items()}
-
-
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A history row with NaN as None (JSON has no NaN)."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
 def _make_recorder(
@@ -160,7 +158,8 @@ def _make_recorder(
 
     class RunRecorder(TrainerCallback):
         """History rows of a Trainer run, in the plain backend's format; stops the
-        run on a non-finite loss or gradient norm (status ``diverged``)."""
+        run on a non-finite training loss, gradient norm or learning rate, or a
+        non-finite validation loss or metric (status ``diverged``)."""
 
         def __init__(self) -> None:
             self.t0 = time.perf_counter()
@@ -174,12 +173,11 @@ def _make_recorder(
         def _lr(self, optimizer: Any) -> dict[str, float]:
             return {"lr": effective_lrs(optimizer)[0]} if optimizer else {}
 
-        def _diverge(self, state: Any, control: Any) -> None:
+        def _diverge(self, state: Any, control: Any, what: str) -> None:
             if self.diverged_epoch is None:
                 self.diverged_epoch = state.global_step / steps_per_epoch
                 log.warning(
-                    "non-finite loss or gradient at step %d: run stopped as diverged",
-                    state.global_step,
+                    "non-finite %s at step %d: run stopped as diverged", what, state.global_step
                 )
             control.should_training_stop = True
             control.should_save = False
@@ -192,7 +190,9 @@ def _make_recorder(
             if trace is not None and optimizer is not None:
                 trace.record(optimizer, scheduler)  # after the Trainer's scheduler.step()
             if not math.isfinite(signals.last_values.get("grad_norm", 0.0)):
-                self._diverge(state, control)
+                self._diverge(state, control, "gradient norm")
+            elif optimizer is not None and not finite_lrs(optimizer):
+                self._diverge(state, control, "learning rate")
 
         def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
             if not logs or "loss" not in logs:
@@ -204,7 +204,7 @@ def _make_recorder(
                 "predictive_variance": float(entry.get("signal/predictive_variance", math.nan)),
             }
             if not math.isfinite(row["train_loss"]):
-                self._diverge(state, control)
+                self._diverge(state, control, "training loss")
             self.window.append(row)
             rows.append(
                 {
@@ -224,33 +224,29 @@ def _make_recorder(
                 else dict.fromkeys(("train_loss", "grad_norm", "predictive_variance"), math.nan)
             )
             self.window = []
-            rows.append(
-                {
-                    "kind": "eval",
-                    "step": state.global_step,
-                    "epoch": state.global_step / steps_per_epoch,
-                    "seconds": self.seconds(),
-                    **self._lr(optimizer),
-                    **means,
-                    "val_loss": float(metrics["eval_loss"]),
-                    **{f"val_{m}": float(metrics[f"eval_{m}"]) for m in metric_names},
-                }
-            )
+            row = {
+                "kind": "eval",
+                "step": state.global_step,
+                "epoch": state.global_step / steps_per_epoch,
+                "seconds": self.seconds(),
+                **self._lr(optimizer),
+                **means,
+                "val_loss": float(metrics["eval_loss"]),
+                **{f"val_{m}": float(metrics[f"eval_{m}"]) for m in metric_names},
+            }
+            rows.append(row)
+            if not finite_evaluation(row):
+                self._diverge(state, control, "validation loss or metric")
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir() and is_main_process():
                 atomic_write_json(
                     folder / HISTORY_FILE,
-                    {
-                        "rows": [_json_row(r) for r in rows],
+                    {  # NaN written as null, read back by _row_from_json
+                        "rows": rows,
                         "seconds": self.seconds(),
-                        "trace": None
-                        if trace is None
-                        else {
-                            **trace.state(),
-                            "rows": [_json_row(r) for r in trace.state()["rows"]],
-                        },
+                        "trace": None if trace is None else trace.state(),
                     },
                 )
 
@@ -462,6 +458,12 @@ def train_transformer(
     evaluated once, with the final weights. SQuAD steps count windows: a question
     whose context is longer than one window gives several training examples.
 
+    Divergence: a non-finite training loss, gradient norm or learning rate, or a
+    non-finite validation loss or metric at any evaluation, stops the run with
+    ``status: diverged`` (no checkpoint of that step, no test evaluation); the
+    outputs are written all the same, every non-finite number in
+    ``metrics.json`` as ``null``.
+
     Args:
         settings: the run's settings (``model="transformer"``, ``pretrained`` a hub id
             or folder, ``optimizer="adamw"`` as in the study plan).
@@ -619,7 +621,8 @@ def train_transformer(
         trainer.evaluate()  # the step-0 row of the learning curve
     else:
         log.info("resuming from %s", resume_from)
-    trainer.train(resume_from_checkpoint=resume_from)
+    if recorder.diverged_epoch is None:  # a non-finite step-0 evaluation trains no step
+        trainer.train(resume_from_checkpoint=resume_from)
     status = "diverged" if recorder.diverged_epoch is not None else "completed"
     step = trainer.state.global_step
     if status == "completed" and (not rows or rows[-1]["kind"] != "eval" or rows[-1]["step"] != step):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 import uncertainty_lr
 from uncertainty_lr.config import ConfigError, RunSettings
 from uncertainty_lr.controls import TraceRecorder, load_control_input
-from uncertainty_lr.io import atomic_write_csv, atomic_write_json
+from uncertainty_lr.io import atomic_open, atomic_write_csv, atomic_write_json, finite_or_none
 from uncertainty_lr.metrics import classification_metrics, time_to_target
 from uncertainty_lr.models import build_model
 from uncertainty_lr.paths import repo_root
@@ -200,11 +200,26 @@ def restore_rng(state: dict[str, Any], order_gen: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` of ``state`` to ``path`` through :func:`uncertainty_lr.io.atomic_open`
+    (a temporary file, fsynced, renamed onto ``path``).
+
+    Raises:
+        OSError: the checkpoint folder or file cannot be written.
+    """
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def finite_lrs(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every parameter group's learning rate (as logged,
+    :func:`uncertainty_lr.schedulers.effective_lrs`) is a finite number."""
+    return all(math.isfinite(lr) for lr in effective_lrs(optimizer))
+
+
+def finite_evaluation(row: dict[str, Any]) -> bool:
+    """Whether an evaluation's validation values (the row's ``val_*`` entries:
+    loss and metrics) are all finite; a run whose evaluation is not has diverged."""
+    return all(math.isfinite(float(v)) for k, v in row.items() if k.startswith("val_"))
 
 
 def load_checkpoint(path: Path, settings: RunSettings, device: torch.device) -> dict | None:
@@ -293,6 +308,11 @@ def summarise_run(
         wall_seconds: the whole run, data loading and test included (seconds).
         train_seconds: the training loop with its evaluations (seconds).
         device: where it ran (device-hours count GPUs on CUDA, threads on CPU).
+
+    Returns:
+        The record, with every non-finite number (a diverged run's last
+        validation loss, a non-finite learning rate or setting) as None, as
+        :func:`uncertainty_lr.io.atomic_write_json` writes it.
     """
     evals = history[history["kind"] == "eval"]
     ttt = time_to_target(
@@ -307,7 +327,7 @@ def summarise_run(
     last_eval = evals.iloc[-1]
     score_names = [m for m in VAL_METRICS[s.dataset] if f"val_{m}" in evals]
     adaptive = uncertainty_part(scheduler)
-    return {
+    return finite_or_none({
         "task": s.task,
         "dataset": s.dataset,
         "model": s.model,
@@ -363,7 +383,7 @@ def summarise_run(
             "argv0": Path(sys.argv[0]).name,
         },
         "settings": s.to_dict(),
-    }
+    })
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -440,6 +460,13 @@ def train_classifier(
     Evaluation on the validation split at step 0, then every ``eval_every_steps``
     optimizer steps (0: at the end of each epoch) and at the end of training; the
     test split is evaluated once, after the last epoch, with the final weights.
+
+    Divergence: a non-finite training loss, gradient norm or learning rate (before
+    an optimizer step or after the schedule's epoch step), or a non-finite
+    validation loss or metric at any evaluation, stops the run with ``status:
+    diverged`` and ``diverged_at_epoch``; the test split is not evaluated
+    (``test: null``) and the outputs are written as for a completed run, every
+    non-finite number in ``metrics.json`` as ``null``.
 
     Args:
         settings: the run's :class:`~uncertainty_lr.config.RunSettings` (or a dict
@@ -553,28 +580,30 @@ def train_classifier(
         train_seconds = state["train_seconds"]
         log.info("resumed from %s at epoch %d (step %d)", ckpt_path, start_epoch, step)
 
-    def record_eval(epoch_float: float, lr_used: dict[str, float]) -> None:
+    def diverge(epoch_float: float, what: str) -> None:
+        nonlocal status, diverged_epoch
+        status, diverged_epoch = "diverged", epoch_float
+        log.warning("non-finite %s at step %d: run stopped as diverged", what, step)
+
+    def record_eval(epoch_float: float, lr_used: dict[str, float]) -> bool:
+        """Evaluate and append the row; False (the run diverged) when it is non-finite."""
         if switches_mode:
             optimizer.eval()
         val_loss, val_logits = evaluate(model, x_val, y_val)
         if switches_mode:
             optimizer.train()
-        if spec.metric == "val_loss" and step > 0:
-            scheduler.step(val_loss)
-            trace.record(optimizer, scheduler)
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
-        rows.append(
-            {
-                "kind": "eval",
-                "step": step,
-                "epoch": epoch_float,
-                "seconds": train_seconds + (time.perf_counter() - t_loop),
-                **lr_used,
-                **window.means(),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-            }
-        )
+        row = {
+            "kind": "eval",
+            "step": step,
+            "epoch": epoch_float,
+            "seconds": train_seconds + (time.perf_counter() - t_loop),
+            **lr_used,
+            **window.means(),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+        }
+        rows.append(row)
         log.info(
             "step %d epoch %.2f val_loss %.4f val_accuracy %.4f lr %.3g",
             step,
@@ -583,6 +612,13 @@ def train_classifier(
             val_acc,
             lr_used["lr"],
         )
+        if not finite_evaluation(row):
+            diverge(epoch_float, "validation loss or metric")
+            return False
+        if spec.metric == "val_loss" and step > 0:
+            scheduler.step(val_loss)
+            trace.record(optimizer, scheduler)
+        return True
 
     t_loop = time.perf_counter()
     if switches_mode:
@@ -590,7 +626,7 @@ def train_classifier(
     if state is None:
         record_eval(0.0, lrs())
     model.train()
-    for epoch in range(start_epoch, s.epochs):
+    for epoch in range(start_epoch if status == "completed" else s.epochs, s.epochs):
         perm = torch.randperm(n_train, generator=order_gen).to(device)
         bar = tqdm(
             range(steps_per_epoch),
@@ -611,9 +647,8 @@ def train_classifier(
                 g = gradient_norm(model.parameters())
             v = predictive_variance(logits.detach())
             loss_f, g_f, v_f = loss.item(), g.item(), v.item()
-            if not (math.isfinite(loss_f) and math.isfinite(g_f)):
-                status, diverged_epoch = "diverged", epoch + i / steps_per_epoch
-                log.warning("non-finite loss or gradient at step %d: run stopped as diverged", step)
+            if not (math.isfinite(loss_f) and math.isfinite(g_f) and finite_lrs(optimizer)):
+                diverge(epoch + i / steps_per_epoch, "loss, gradient or learning rate")
                 break
             if isinstance(scheduler, UncertaintyLR):
                 scheduler.observe(g_f if spec.signal == "grad_norm" else v_f)
@@ -640,15 +675,18 @@ def train_classifier(
                     }
                 )
             if s.eval_every_steps and step % s.eval_every_steps == 0 and i + 1 < steps_per_epoch:
-                record_eval(step / steps_per_epoch, lrs())
+                if not record_eval(step / steps_per_epoch, lrs()):
+                    break
                 window = _Window()
-        if status == "diverged":
+        if status == "diverged" or not record_eval(float(epoch + 1), lrs()):
             break
-        record_eval(float(epoch + 1), lrs())
         window = _Window()
         if not per_step:
             scheduler.step()
             trace.record(optimizer, scheduler)
+        if not finite_lrs(optimizer):
+            diverge(float(epoch + 1), "learning rate")
+            break
         save_checkpoint(
             ckpt_path,
             {

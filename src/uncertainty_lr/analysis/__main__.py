@@ -26,7 +26,10 @@ def _optional_csv(path: Path) -> pd.DataFrame | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one analysis step; returns the process exit code."""
+    """Run one analysis step; returns the process exit code: 0, or 1 after one
+    ``error: ...`` line on stderr for a bad input or output file (a
+    :class:`ResultsError`, an unreadable, missing or malformed file, a file that
+    cannot be written)."""
     parser = argparse.ArgumentParser(prog="python -m uncertainty_lr.analysis")
     sub = parser.add_subparsers(dest="command", metavar="{aggregate,sensitivity,figures,tables}", required=True)
     agg = sub.add_parser("aggregate", help="collect run outputs into runs.csv and history.csv")
@@ -79,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                 sensitivity=_optional_csv(args.aggregate / "sensitivity.csv"),
                 signal_levels=_optional_csv(args.aggregate / "signal_levels.csv"),
             )
-    except (ResultsError, FileNotFoundError, pd.errors.ParserError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (
+        ResultsError,
+        OSError,
+        UnicodeDecodeError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+    ) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line
         return 1
     return 0
 

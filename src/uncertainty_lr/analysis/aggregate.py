@@ -26,32 +26,122 @@ from uncertainty_lr.tasks import PRIMARY_METRIC
 
 
 class ResultsError(ValueError):
-    """A run's output file is missing, truncated or malformed; the message names it."""
+    """A run's output file is missing, truncated or malformed; the message names it
+    (one line)."""
+
+
+UNREADABLE = (OSError, UnicodeDecodeError)
+"""What reading a run's file raises when it is not a readable UTF-8 file (a
+folder in its place, bad permissions, binary bytes)."""
+
+HISTORY_COLUMNS = ("kind", "step", "epoch", "lr", "grad_norm", "predictive_variance", "val_loss")
+"""Columns of a run's ``history.csv`` that the aggregate, its tables and figures
+read (besides the data set's ranking metric, ``val_<PRIMARY_METRIC>``)."""
+
+
+def _why(err: BaseException) -> str:
+    """An exception's reason on one line (an ``OSError``'s without the file name)."""
+    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return " ".join(text.split())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A run's ``metrics.json`` as a dict (``null`` values, e.g. a diverged run's
+    last validation loss, as None).
+
+    Raises:
+        ResultsError: the file is missing, unreadable, not UTF-8, not valid JSON or
+            not a JSON object (one line naming it and the fix).
+    """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ResultsError(f"run output {path} is missing; re-run its training job") from err
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: deep nesting
         raise ResultsError(
-            f"run output {path} is not valid JSON ({err}); delete it and re-run its job"
+            f"run output {path} is not valid JSON ({_why(err)}); delete it and re-run its job"
+        ) from err
+    except UNREADABLE as err:
+        raise ResultsError(
+            f"run output {path} cannot be read ({type(err).__name__}: {_why(err)}); "
+            "delete it and re-run its job"
         ) from err
     if not isinstance(data, dict):
         raise ResultsError(f"run output {path} is not a JSON object; delete it and re-run its job")
     return data
 
 
+def _run_row(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_row` of the file at ``path``.
+
+    Raises:
+        ResultsError: a field is missing or of the wrong type (one line naming the file).
+    """
+    try:
+        return run_row(metrics)
+    except KeyError as err:
+        raise ResultsError(f"run output {path} lacks field {err}; re-run its job") from err
+    except (TypeError, IndexError, AttributeError, ValueError) as err:
+        raise ResultsError(
+            f"run output {path} has a field of the wrong type ({_why(err)}); re-run its job"
+        ) from err
+
+
+def _read_history(path: Path, metrics: dict[str, Any]) -> pd.DataFrame:
+    """The ``history.csv`` of a run, checked against its ``metrics.json``.
+
+    Raises:
+        ResultsError: the file is missing, unreadable, not CSV, lacks a column of
+            :data:`HISTORY_COLUMNS` or the ranking metric, has a non-numeric
+            ``step`` or ``epoch``, or has another number of rows than
+            ``metrics["history_rows"]`` (one line naming it and the fix).
+    """
+    try:
+        hist = pd.read_csv(path)
+    except FileNotFoundError as err:
+        raise ResultsError(f"run history {path} is missing; re-run its training job") from err
+    except (*UNREADABLE, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ResultsError(
+            f"run history {path} is malformed ({type(err).__name__}: {_why(err)}); "
+            "delete it and re-run its job"
+        ) from err
+    needed = [*HISTORY_COLUMNS, f"val_{PRIMARY_METRIC[metrics['dataset']]}"]
+    missing = [c for c in needed if c not in hist.columns]
+    if missing:
+        raise ResultsError(
+            f"run history {path} lacks column(s) {', '.join(missing)}; re-run its job"
+        )
+    expected = metrics.get("history_rows")
+    if expected is not None and len(hist) != expected:
+        raise ResultsError(
+            f"run history {path} has {len(hist)} rows, its metrics.json says "
+            f"{expected}: it is truncated or from another run; re-run the job"
+        )
+    for column in ("step", "epoch"):
+        if len(hist) and not pd.api.types.is_numeric_dtype(hist[column]):
+            raise ResultsError(
+                f"run history {path} has non-numeric values in column {column!r}; re-run its job"
+            )
+    return hist
+
+
 def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Flatten one ``metrics.json`` into a row of ``runs.csv``."""
+    """Flatten one ``metrics.json`` into a row of ``runs.csv``.
+
+    A ``null`` number (how a run writes NaN and infinity, e.g. a diverged run's last
+    validation loss or a non-finite learning rate) becomes NaN.
+
+    Raises:
+        KeyError, TypeError, IndexError, AttributeError: a field is missing or of
+            the wrong type.
+    """
     test = metrics.get("test") or {}
     ttt = metrics["time_to_target"]
     s = metrics["settings"]
     nan = math.nan
     primary = PRIMARY_METRIC[metrics["dataset"]]
     final_val = metrics["final_val"]
-    return {
+    row = {
         "task": metrics["task"],
         "dataset": metrics["dataset"],
         "model": metrics["model"],
@@ -131,6 +221,7 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "torch_version": metrics["versions"]["torch"],
         "git_commit": metrics["git_commit"],
     }
+    return {k: (nan if v is None else v) for k, v in row.items()}
 
 
 def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,30 +232,17 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
         were given: the config's), scheduler, seed.
 
     Raises:
-        ResultsError: a file is missing, truncated or malformed (named), or no
-            file was given.
+        ResultsError: a file is missing, unreadable, truncated or malformed, or a
+            history lacks a column the analysis reads (one line naming the file),
+            or no file was given.
     """
     rows, histories = [], []
     for path in map(Path, metrics_files):
         metrics = _read_json(path)
-        try:
-            rows.append(run_row(metrics))
-        except (KeyError, TypeError, IndexError) as err:
-            raise ResultsError(f"run output {path} lacks field {err}; re-run its job") from err
-        hist_path = path.with_name("history.csv")
-        try:
-            hist = pd.read_csv(hist_path)
-        except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise ResultsError(f"run history {hist_path} is missing or malformed: {err}") from err
-        expected = metrics.get("history_rows")
-        if expected is not None and len(hist) != expected:
-            raise ResultsError(
-                f"run history {hist_path} has {len(hist)} rows, its metrics.json says "
-                f"{expected}: it is truncated or from another run; re-run the job"
-            )
+        rows.append(_run_row(path, metrics))
+        hist = _read_history(path.with_name("history.csv"), metrics)
         # each evaluation's value of the data set's ranking metric (tasks.PRIMARY_METRIC)
-        score_column = f"val_{PRIMARY_METRIC[metrics['dataset']]}"
-        hist["val_score"] = hist[score_column] if score_column in hist else math.nan
+        hist["val_score"] = hist[f"val_{PRIMARY_METRIC[metrics['dataset']]}"]
         hist.insert(0, "seed", metrics["seed"])
         hist.insert(0, "scheduler", metrics["scheduler"])
         hist.insert(0, "task", metrics["task"])
@@ -298,15 +376,12 @@ def aggregate_sensitivity(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     ``value``. Empty (with those columns) when there is no sweep.
 
     Raises:
-        ResultsError: a missing or malformed ``metrics.json`` (named).
+        ResultsError: a missing, unreadable or malformed ``metrics.json`` (named).
     """
     rows = []
     for path in map(Path, metrics_files):
         metrics = _read_json(path)
-        try:
-            row = run_row(metrics)
-        except (KeyError, TypeError, IndexError) as err:
-            raise ResultsError(f"run output {path} lacks field {err}; re-run its job") from err
+        row = _run_row(path, metrics)
         label = path.parent.parent.name
         setting, _, value = label.rpartition("_")
         rows.append({**row, "label": label, "setting": setting, "value": float(value)})

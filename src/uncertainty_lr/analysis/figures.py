@@ -16,6 +16,7 @@ from matplotlib.ticker import NullFormatter
 import pandas as pd
 import seaborn as sns
 
+from uncertainty_lr.io import atomic_open
 from uncertainty_lr.schedulers import SCHEDULERS, registry_order
 
 FIGURES = ("val_accuracy", "lr", "signals", "performance_profile", "sensitivity")
@@ -31,10 +32,14 @@ def _palette(order: list[str]) -> list:
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Save ``fig`` as ``<name>.pdf`` and ``<name>.png`` in ``out_dir``, each through
+    :func:`uncertainty_lr.io.atomic_open` (the format given, not guessed from the
+    temporary file's name), and close it."""
     # No creation date in the PDF: the same data give the same bytes.
-    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
-    fig.savefig(out_dir / f"{name}.png", bbox_inches="tight", dpi=150)
+    with atomic_open(out_dir / f"{name}.pdf", "wb") as f:
+        fig.savefig(f, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    with atomic_open(out_dir / f"{name}.png", "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight", dpi=150)
     plt.close(fig)
 
 
