@@ -20,7 +20,7 @@ rule aggregate:
     params:
         out=folder_of("runs"),
     shell:
-        "python -m uncertainty_lr.analysis aggregate --out {params.out} {input} > {log} 2>&1"
+        "python -m uncertainty_lr.analysis aggregate --out {params.out:q} {input:q} > {log:q} 2>&1"
 
 
 rule aggregate_sensitivity:
@@ -36,7 +36,7 @@ rule aggregate_sensitivity:
     conda:
         "../../environment.yml"
     shell:
-        "python -m uncertainty_lr.analysis sensitivity --out {output} {input} > {log} 2>&1"
+        "python -m uncertainty_lr.analysis sensitivity --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -53,8 +53,8 @@ rule figures:
     params:
         aggregate=folder_of("runs"),
     shell:
-        "python -m uncertainty_lr.analysis figures --aggregate {params.aggregate} --out figures "
-        "> {log} 2>&1"
+        "python -m uncertainty_lr.analysis figures --aggregate {params.aggregate:q} --out figures "
+        "> {log:q} 2>&1"
 
 
 rule tables:
@@ -73,5 +73,5 @@ rule tables:
         aggregate=folder_of("runs"),
         config_name=config.get("paper", {}).get("config_name", ""),
     shell:
-        "python -m uncertainty_lr.analysis tables --aggregate {params.aggregate} "
-        "--out paper/generated --config-name {params.config_name:q} > {log} 2>&1"
+        "python -m uncertainty_lr.analysis tables --aggregate {params.aggregate:q} "
+        "--out paper/generated --config-name {params.config_name:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # The paper: LaTeX sources + generated tables and figures -> paper/main.pdf.
-# SOURCE_DATE_EPOCH / FORCE_SOURCE_DATE make two builds of the same inputs identical.
+# scripts/build-paper.sh: reproducible (SOURCE_DATE_EPOCH), TeX file reading
+# restricted to paper/ and the figures (openin_any=p).
 
 
 rule paper:
@@ -15,5 +16,4 @@ rule paper:
     conda:
         "../../environment.yml"
     shell:
-        "SOURCE_DATE_EPOCH=1700000000 FORCE_SOURCE_DATE=1 "
-        "latexmk -pdf -interaction=nonstopmode -halt-on-error -cd {input.tex} > {log} 2>&1"
+        "scripts/build-paper.sh > {log:q} 2>&1"

@@ -31,10 +31,10 @@ rule train:
         "../../environment.yml"
     shell:
         # parameters are checked before papermill starts a kernel (papermill checks no types)
-        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log} 2>&1 "
-        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints} "
-        "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
-        "-y {params.parameters:q} >> {log} 2>&1"
+        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
+        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints:q} "
+        "papermill {input.notebook:q} {output.notebook:q} -k python3 --no-progress-bar "
+        "-y {params.parameters:q} >> {log:q} 2>&1"
 
 
 # One run of the sensitivity sweep (config `sensitivity`): the sweep task with one
@@ -61,7 +61,7 @@ rule train_sensitivity:
     conda:
         "../../environment.yml"
     shell:
-        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log} 2>&1 "
-        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints} "
-        "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar "
-        "-y {params.parameters:q} >> {log} 2>&1"
+        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
+        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints:q} "
+        "papermill {input.notebook:q} {output.notebook:q} -k python3 --no-progress-bar "
+        "-y {params.parameters:q} >> {log:q} 2>&1"
