@@ -1,5 +1,6 @@
 # Set up and run the study. The two commands of the README:
 #   make run    set up, then run the default config (CPU, offline) -> paper/main.pdf
+#               (make run CONFIG=my.yaml: another config, checked before Snakemake)
 #   make test   set up, then run the test suite (includes a smoke pipeline run)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,24 +26,29 @@ tex:
 
 # After a killed run: the stale lock is removed and unfinished jobs rerun
 # (rerun-incomplete in profiles/default); finished runs are kept.
+# Every target that runs Snakemake checks its config first as plain YAML: Snakemake
+# itself would evaluate a config that sets __use_yte__ as a template (Python code).
+CONFIG ?= config/config.yaml
 run: setup
+	$(BIN)/python -m uncertainty_lr.check_config $(CONFIG)
 	@scripts/unlock-if-stale.sh
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 
 # A few-minute trial of the whole pipeline on real data, every task on small subsets
 # (results/smoke, paper/main.pdf).
 smoke: setup
+	$(BIN)/python -m uncertainty_lr.check_config config/smoke.yaml
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 # Full specification of the study plan (50 epochs, 5 seeds); meant for a GPU.
 paper-config: setup
+	$(BIN)/python -m uncertainty_lr.check_config config/paper.yaml
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/paper.yaml
 
 # On a machine with network (a cluster's login node): fetch every data set and
 # pretrained model the config needs into data/, so that jobs run offline.
-CONFIG ?= config/config.yaml
 prepare: $(VENV)/.installed
 	$(BIN)/python -m uncertainty_lr.prepare --configfile $(CONFIG)
 

@@ -10,8 +10,19 @@ from typing import Any
 import jsonschema
 import yaml
 
+from uncertainty_lr.config_guard import (
+    input_problems,
+    non_finite_problems,
+    results_dir_problems,
+    short_repr,
+    size_problems,
+)
 from uncertainty_lr.paths import repo_root
 from uncertainty_lr.schedulers import SCHEDULERS
+
+
+MAX_CONFIG_BYTES = 1_000_000
+"""Largest config file read (the study's largest is about 5 kB)."""
 
 
 class ConfigError(ValueError):
@@ -33,23 +44,41 @@ def _path(error: jsonschema.ValidationError) -> str:
     return "/".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+def _message(error: jsonschema.ValidationError, limit: int = 300) -> str:
+    """A schema error's message: the schema's own ``x-message`` after the value
+    where it has one (a pattern says what is allowed), else jsonschema's; cut to
+    ``limit`` characters, since it quotes the offending value."""
+    if error.context:  # oneOf / anyOf: the branch that came closest says why
+        error = jsonschema.exceptions.best_match(error.context)
+    hint = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    message = f"{short_repr(error.instance)} {hint}" if hint else error.message
+    return message if len(message) <= limit else f"{message[:limit]}... (cut)"
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate an experiment config, fill in defaults, and return it.
 
-    Every schema violation is collected (type, range, enum, unknown key, empty list)
-    and reported in one :class:`ConfigError`, one line per problem with its path,
-    e.g. ``tasks/mnist/lr: -0.1 is less than or equal to the minimum of 0``.
+    First the raw-input guards of :mod:`uncertainty_lr.config_guard` (bounded size,
+    no YTE template, every number finite); then every schema violation is collected
+    (type, range, enum, unknown key, empty list); then the results folder's path.
+    All are reported in one :class:`ConfigError`, one line per problem with its
+    path, e.g. ``tasks/mnist/lr: -0.1 is less than or equal to the minimum of 0``;
+    quoted values are cut short.
 
     Raises:
         ConfigError: listing all problems.
     """
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping, got {type(config).__name__}")
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    problems = []
-    for err in errors:
-        problems.append(f"  - {_path(err)}: {err.message}")
+    problems = input_problems(config)  # bounded size first: the schema walks it all
+    if not problems:
+        validator = jsonschema.Draft202012Validator(load_schema())
+        errors = sorted(
+            validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))
+        )
+        problems = [f"  - {_path(err)}: {_message(err)}" for err in errors]
+    if not problems:
+        problems = results_dir_problems(config, repo_root())
     if problems:
         raise ConfigError(
             f"the experiment config has {len(problems)} problem(s):\n" + "\n".join(problems)
@@ -73,8 +102,9 @@ def preflight(config: dict[str, Any]) -> None:
       of range: the registry's own errors);
     - accuracy targets lie in (0, 1];
     - ``train_subset`` does not exceed the training split;
-    - local data files exist and match their checksums; a ``hub`` source has the
-      ``datasets`` package.
+    - local data files exist, match their checksums and pass the loaders' cheap
+      content checks (:func:`uncertainty_lr.data.check_data_content`); a ``hub``
+      source has the ``datasets`` package.
 
     Raises:
         ConfigError: listing every problem with its path.
@@ -83,10 +113,9 @@ def preflight(config: dict[str, Any]) -> None:
 
     import torch  # noqa: PLC0415
 
-    from uncertainty_lr.data.checksums import DataFileError  # noqa: PLC0415
+    from uncertainty_lr.data import check_data_content  # noqa: PLC0415
     from uncertainty_lr.schedulers import build_scheduler  # noqa: PLC0415
     from uncertainty_lr.tasks import (  # noqa: PLC0415
-        DATA_CHECKS,
         HF_MODELS,
         MODEL_DATASETS,
         TEST_SIZES,
@@ -220,21 +249,8 @@ def preflight(config: dict[str, Any]) -> None:
                     problems.append(
                         f"  - tasks/{task}/{key}: applies to model 'transformer' only; remove it"
                     )
-        if t["model"] == "lstm":
-            from uncertainty_lr.models import build_model  # noqa: PLC0415
-
-            params = t.get("model_params", {})
-            reserved = sorted({"vocab_size", "num_classes", "pad_id"} & set(params))
-            if reserved:
-                problems.append(
-                    f"  - tasks/{task}/model_params: {reserved} come from the data (the "
-                    "learnt vocabulary, the classes); set vocab_size at the task level"
-                )
-            else:
-                try:
-                    build_model("lstm", 2, vocab_size=t.get("vocab_size", 20_000), **params)
-                except (ValueError, TypeError) as err:
-                    problems.append(f"  - tasks/{task}/model_params: {err}")
+        if t["model"] in ("lenet5", "lstm"):
+            problems += _model_problems(task, t)
         text_only = {
             "max_length": ("imdb", "squad"),
             "test_subset": ("imdb", "squad"),
@@ -295,15 +311,54 @@ def preflight(config: dict[str, Any]) -> None:
                 "(pip install datasets) and network access; use 'local' offline"
             )
         elif source == "local" and t["dataset"] not in checked:
-            checked.add(t["dataset"])
-            try:
-                DATA_CHECKS[t["dataset"]]()
-            except DataFileError as err:
-                problems.append(f"  - tasks/{task}/dataset: {err}")
+            checked.add(t["dataset"])  # checksums, then the cheap content checks
+            problems += [
+                f"  - tasks/{task}/dataset: {p}" for p in check_data_content(t["dataset"])
+            ]
     if problems:
         raise ConfigError(
             f"the experiment config has {len(problems)} problem(s):\n" + "\n".join(problems)
         )
+
+
+MAX_MODEL_PARAMETERS = 2_000_000_000
+"""Most parameters a plain-backend model may have (8 GB of float32 weights)."""
+
+
+def _model_problems(task: str, t: dict[str, Any]) -> list[str]:
+    """A plain-backend model (LeNet-5, LSTM) is built from the task's ``model_params``
+    on PyTorch's meta device (shapes only, no memory), so an argument the model does
+    not take, a value it refuses, or a size no machine holds is named before any
+    data is loaded."""
+    import torch  # noqa: PLC0415
+
+    from uncertainty_lr.models import build_model  # noqa: PLC0415
+
+    params = t.get("model_params", {})
+    reserved = sorted({"vocab_size", "num_classes", "pad_id"} & set(params))
+    if reserved:
+        return [
+            f"  - tasks/{task}/model_params: {reserved} come from the data (the "
+            "learnt vocabulary, the classes); set vocab_size at the task level"
+        ]
+    extra = {"vocab_size": t.get("vocab_size", 20_000)} if t["model"] == "lstm" else {}
+    try:
+        with torch.device("meta"):
+            model = build_model(t["model"], 2, **extra, **params)
+    except (ValueError, TypeError) as err:  # the model's own check of its arguments
+        return [f"  - tasks/{task}/model_params: {str(err)[:200]}"]
+    except (RuntimeError, OverflowError) as err:  # sizes beyond what torch can index
+        return [
+            f"  - tasks/{task}/model_params: the {t['model']} cannot be built with "
+            f"{short_repr(params)} ({str(err)[:200]}); use smaller sizes"
+        ]
+    size = sum(p.numel() for p in model.parameters())
+    if size > MAX_MODEL_PARAMETERS:
+        return [
+            f"  - tasks/{task}/model_params: the {t['model']} would have {size:,} "
+            f"parameters (at most {MAX_MODEL_PARAMETERS:,}); use smaller sizes"
+        ]
+    return []
 
 
 def _max_positions(path: str) -> int | None:
@@ -335,16 +390,26 @@ def _warmup_problems(task: str, t: dict[str, Any], train_size: int) -> list[str]
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (:func:`validate_config`).
 
+    Read as plain YAML (``yaml.safe_load``: no Python objects, no templates); a
+    file over :data:`MAX_CONFIG_BYTES` is refused unread.
+
     Raises:
-        ConfigError: the file is missing, not YAML, or invalid.
+        ConfigError: the file is missing, too large, not UTF-8, not YAML, or invalid.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} has {path.stat().st_size:,} bytes; a config is at most "
+            f"{MAX_CONFIG_BYTES:,} (is it the right file?)"
+        )
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err)[:500]}") from None
     return validate_config(config)
 
 
@@ -390,7 +455,7 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
         ],
     ]
     problems = [
-        f"  - {name}: {data[name]!r} is not {rule}"
+        f"  - {name}: {short_repr(data[name])} is not {rule}"
         for name, ok, rule in rules
         if name in data and not ok(data[name])
     ]
@@ -470,9 +535,14 @@ class RunSettings:
         """
         if not isinstance(data, dict):
             raise ConfigError(f"run settings must be a mapping, got {type(data).__name__}")
+        problems = size_problems(data) or non_finite_problems(data)
+        if problems:
+            raise ConfigError("invalid run settings:\n" + "\n".join(problems))
         known = {f.name: f for f in fields(cls)}
         problems = [
-            f"  - {k}: unknown field (valid: {', '.join(known)})" for k in data if k not in known
+            f"  - {str(k)[:60]}: unknown field (valid: {', '.join(known)})"
+            for k in data
+            if k not in known
         ]
         for name, f in known.items():
             if name not in data:
@@ -490,12 +560,12 @@ class RunSettings:
                 "dict[str, Any]": isinstance(value, dict),
             }[expected]
             if not ok:
-                problems.append(f"  - {name}: expected {expected}, got {value!r}")
+                problems.append(f"  - {name}: expected {expected}, got {short_repr(value)}")
         if not problems:
             problems += _value_problems(data)
         if "scheduler" in data and data["scheduler"] not in SCHEDULERS:
             problems.append(
-                f"  - scheduler: unknown {data['scheduler']!r} (valid: {', '.join(SCHEDULERS)})"
+                f"  - scheduler: unknown {short_repr(data['scheduler'])} (valid: {', '.join(SCHEDULERS)})"
             )
         elif not problems and data.get("source_seed", -1) >= 0:
             if not SCHEDULERS[data["scheduler"]].cross_seed:

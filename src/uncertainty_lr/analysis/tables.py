@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -51,27 +52,59 @@ def macro_name(*parts: str) -> str:
     return "\\" + "".join(words)
 
 
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+}
+
+
 def tex_escape(text: str) -> str:
-    """Escape LaTeX special characters in plain text."""
-    table = {
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-    }
-    return "".join(table.get(c, c) for c in text)
+    """Plain text as LaTeX source that prints it, and nothing else.
+
+    Every character TeX gives a meaning (``\\ { } $ & # ^ _ % ~``, and ``< > |``,
+    which T1 prints otherwise as other glyphs) becomes a macro or an escaped
+    character, so no input can start a command (``\\input``), a group, math mode or
+    a comment. Control characters (newlines, tabs) become spaces; other non-ASCII
+    characters become their ASCII letters where Unicode decomposes them (``e`` for
+    ``é``) and ``?`` elsewhere, since pdfLaTeX stops on a character it has no glyph
+    for. Every config string that reaches the paper goes through here.
+
+    Args:
+        text: any string (e.g. the config's ``paper.config_name``).
+
+    Returns:
+        LaTeX source for text mode.
+    """
+    out = []
+    for char in str(text):
+        if char in _TEX_SPECIAL:
+            out.append(_TEX_SPECIAL[char])
+        elif char.isascii():
+            out.append(char if char.isprintable() else " ")
+        else:
+            ascii_form = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+            out.append(tex_escape(ascii_form) if ascii_form.isprintable() and ascii_form else "?")
+    return "".join(out)
 
 
 def _pct(mean: float, std: float, n: int) -> str:
-    """Mean +- standard deviation in percent; the mean alone for a single seed."""
-    if math.isnan(mean):
+    """Mean +- standard deviation in percent; the mean alone for a single seed or
+    where no standard deviation exists (one completed run of several); ``--`` where
+    no run completed (a diverged run has no test metrics)."""
+    if not math.isfinite(mean):
         return "--"
-    if n < 2:
+    if n < 2 or not math.isfinite(std):
         return f"${100 * mean:.2f}$"
     return f"${100 * mean:.2f} \\pm {100 * std:.2f}$"
 
@@ -90,6 +123,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     medians of time-to-target (inf when the median run misses), counts."""
     rows = []
     for (task, sched), g in runs.groupby(["task", "scheduler"], sort=False):
+        # over the runs that have the value (a diverged run has no test metrics):
+        # NaN where fewer than two do, and _pct then shows the mean alone
         std = lambda c: float(g[c].std(ddof=1)) if len(g) > 1 else 0.0  # noqa: E731
         rows.append(
             {
@@ -178,7 +213,10 @@ def results_table(runs: pd.DataFrame) -> str:
 
 
 def _accuracy_or_em(r: Any) -> str:
-    """Accuracy of a classification task, exact match of a QA task (SQuAD)."""
+    """Accuracy of a classification task, exact match of a QA task (SQuAD);
+    ``diverged`` where every run of the row diverged."""
+    if r.n_completed == 0:
+        return "diverged"
     if math.isnan(r.acc_mean) and not math.isnan(r.em_mean):
         return _pct(r.em_mean, r.em_std, r.n_seeds)
     return _pct(r.acc_mean, r.acc_std, r.n_seeds)
@@ -188,7 +226,7 @@ def _diverged(r: Any) -> str:
     """``" (1 diverged)"`` when runs of a row diverged: their test metrics are missing,
     the means are over the completed runs, and they count as not reaching the target."""
     n = r.n_seeds - r.n_completed
-    return f" ({n} diverged)" if n else ""
+    return f" (diverged on {n} of {r.n_seeds})" if n else ""
 
 
 def _count(value: float) -> str:
@@ -366,9 +404,10 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
         block = block.set_index("scheduler")
         for sched, r in block.iterrows():
             macros += [
-                f"\\newcommand{{{macro_name(task, sched, 'acc')}}}{{{100 * r.acc_mean:.2f}}}",
-                f"\\newcommand{{{macro_name(task, sched, 'f one')}}}{{{100 * r.f1_mean:.2f}}}",
-                f"\\newcommand{{{macro_name(task, sched, 'score')}}}{{{100 * r.score_mean:.2f}}}",
+                f"\\newcommand{{{macro_name(task, sched, 'acc')}}}{{{_percent_or_dash(r.acc_mean)}}}",
+                f"\\newcommand{{{macro_name(task, sched, 'f one')}}}{{{_percent_or_dash(r.f1_mean)}}}",
+                f"\\newcommand{{{macro_name(task, sched, 'score')}}}"
+                f"{{{_percent_or_dash(r.score_mean)}}}",
             ]
         metric = METRIC_WORDS.get(block["score_metric"].iloc[0], "test score")
         scored = block[block["score_mean"].notna()]  # schedules with a completed run
@@ -390,7 +429,7 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
                 pooled = 100 * math.hypot(block.loc[a, "score_std"], block.loc[b, "score_std"])
                 acc_a, acc_b = 100 * block.loc[a, "score_mean"], 100 * block.loc[b, "score_mean"]
                 note = ""
-                if min(block.loc[a, "n_seeds"], block.loc[b, "n_seeds"]) < 2:
+                if min(block.loc[a, "n_completed"], block.loc[b, "n_completed"]) < 2:
                     relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
                     note = " (a single seed: no estimate of seed-to-seed variation)"
                 elif abs(diff) <= pooled:
@@ -443,6 +482,12 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
             )
         paragraphs.append(" ".join(text))
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
+
+
+def _percent_or_dash(value: float) -> str:
+    """A fraction as a percentage with two decimals; ``--`` where it does not exist
+    (every run diverged), never ``nan``."""
+    return f"{100 * value:.2f}" if math.isfinite(value) else "--"
 
 
 def _pct_text(value: float) -> str:
@@ -685,18 +730,45 @@ def write_tables(
 
     out = Path(out_dir)
     table = comp.comparison(runs) if comparison is None else comparison
-    atomic_write_text(out / "comparison_table.tex", comp.comparison_tex(table))
-    atomic_write_text(
-        out / "sensitivity.tex",
-        ranking_text(table)
+    setup_table, setup_macros = setup_tex(runs)
+    numbers, findings = numbers_and_findings(runs, config_name)
+    texts = {
+        "comparison_table.tex": comp.comparison_tex(table),
+        "sensitivity.tex": ranking_text(table)
         + "\n"
         + controls_text(runs)
         + "\n"
         + sensitivity_tex(sensitivity, signal_levels),
-    )
-    atomic_write_text(out / "results_table.tex", results_table(runs))
-    setup_table, setup_macros = setup_tex(runs)
-    atomic_write_text(out / "setup.tex", setup_table)
-    numbers, findings = numbers_and_findings(runs, config_name)
-    atomic_write_text(out / "numbers.tex", setup_macros + numbers)
-    atomic_write_text(out / "findings.tex", findings)
+        "results_table.tex": results_table(runs),
+        "setup.tex": setup_table,
+        "numbers.tex": setup_macros + numbers,
+        "findings.tex": findings,
+    }
+    for name, text in texts.items():  # all checked before any is written
+        check_no_missing_numbers(name, text)
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+
+
+# a number's place (math, a table cell, a macro's value) holding nan or inf
+_MISSING_NUMBER = re.compile(
+    r"(?:[{$&]|\\pm)\s*[-+]?(?:nan|inf|infinity)\s*(?:[}$&%\\]|$)", re.IGNORECASE
+)
+
+
+def check_no_missing_numbers(name: str, text: str) -> None:
+    """Refuse generated LaTeX in which a missing or infinite number was formatted
+    as ``nan`` or ``inf`` (the paper says ``--``, ``diverged`` or ``not reached``).
+
+    Raises:
+        ValueError: naming the file and the line, so a formatting gap fails the
+            tables job instead of printing ``nan`` in the paper.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _MISSING_NUMBER.search(line)
+        if match:
+            raise ValueError(
+                f"{name}, line {number}: a missing number was written as "
+                f"{match.group()!r} ({line.strip()[:120]}); format it with a rule for "
+                "missing values (e.g. _percent_or_dash)"
+            )
