@@ -1,9 +1,7 @@
-"""The uncertainty-driven scheduler and the registry of every schedule in the study.
-
-``UncertaintyLR`` is a :class:`torch.optim.lr_scheduler.LRScheduler`: it can be used
-wherever a torch scheduler can (plain loops, ``SequentialLR`` after a warmup, the
-Hugging Face Trainer's ``optimizers=(optimizer, scheduler)``). The baselines of the
-registry are torch's own classes, built for a given run length.
+"""The registry of every schedule in the study: the baselines (torch's own classes,
+built for a given run length), the peers practitioners pick, the controls, and
+the uncertainty schedules (:class:`uncertainty_lr.scheduler.UncertaintyLR`, the
+library's scheduler, re-exported here).
 """
 
 from __future__ import annotations
@@ -28,404 +26,9 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
+from uncertainty_lr.scheduler import UncertaintyLR
+
 log = logging.getLogger(__name__)
-
-Number = float | int
-
-
-def _per_group(
-    value: Number | Sequence[Number] | None, n_groups: int, name: str
-) -> list[float] | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return [float(value)] * n_groups
-    values = [float(v) for v in value]
-    if len(values) != n_groups:
-        raise ValueError(
-            f"{name} has {len(values)} entries but the optimizer has {n_groups} parameter "
-            f"groups: give one value, or one per group"
-        )
-    return values
-
-
-def _as_float(value: float | torch.Tensor) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise TypeError(
-            f"observe() takes a number or a one-element tensor, got {type(value).__name__} "
-            f"{value!r}"
-        )
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"observe() takes a scalar signal, got a tensor of shape {tuple(value.shape)}; "
-                "reduce it first (e.g. .mean())"
-            )
-        return float(value.detach().item())
-    return float(value)
-
-
-SINGLE = "signal"
-"""Name under which a single (unnamed) signal is kept."""
-
-
-def _check_positive_mapping(value: Number | Mapping[str, Number], name: str) -> dict[str, float]:
-    items = dict(value) if isinstance(value, Mapping) else {SINGLE: value}
-    if not items:
-        raise ValueError(f"{name} must name at least one signal")
-    out = {}
-    for key, v in items.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{name} must be a number, got {v!r} for {key!r}")
-        v = float(v)
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r} for {key!r}")
-        out[str(key)] = v
-    return out
-
-
-def _distributed_world() -> int:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-class UncertaintyLR(LRScheduler):
-    r"""Lower the learning rate when the model is uncertain, raise it when it is not.
-
-    At each decision (each call of :meth:`step`) the signal ``s`` is, by default, the
-    mean of the values passed to :meth:`observe` since the previous decision (no
-    memory across decisions). For every parameter group with current learning rate
-    :math:`\eta`:
-
-    .. math::
-
-        \eta \leftarrow \operatorname{clip}\big(\eta \cdot m(s),\ \eta_{\min},\ \eta_{\max}\big),
-        \qquad m(s) = \begin{cases}
-            \text{factor} & s > \text{threshold} \\
-            \text{increase\_factor} & s < \text{threshold} \\
-            1 & s = \text{threshold or nothing observed}
-        \end{cases}
-
-    The rule is the one of the study plan (reduce by 0.5 above the threshold, increase
-    by a smaller factor below it); the bounds keep it from running away.
-
-    Call order (one decision per epoch, as in the study's PyTorch backend)::
-
-        scheduler = UncertaintyLR(optimizer, threshold=0.1)
-        for epoch in range(epochs):
-            for x, y in loader:
-                optimizer.zero_grad()
-                loss = criterion(model(x), y)
-                loss.backward()
-                scheduler.observe(gradient_norm(model.parameters()))
-                optimizer.step()
-            scheduler.step()          # decides on this epoch's mean signal
-
-    The unit of the decision interval is whatever the caller steps on: per epoch above,
-    per optimizer step if ``step()`` follows every ``optimizer.step()`` (the
-    registry's ``interval`` says which).
-
-    Options:
-
-    - ``smoothing="ema"``: the decision uses an exponential moving average of all
-      values observed so far, with half-life ``ema_half_life`` observations (weight
-      ``1 - 0.5 ** (1 / half_life)`` on each new value; the first value starts it).
-    - ``threshold_mode="rel"``: the signal is divided by its own running scale before
-      it is compared with ``threshold`` (e.g. ``threshold=1.2``: lower the rate when
-      the signal is 20% above its usual level). The scale is an EMA of the past
-      decisions' signals with half-life ``scale_half_life`` decisions; the first
-      decision only sets the scale and keeps the rate. One setting then works for
-      models whose gradient norms differ by orders of magnitude.
-    - ``cooldown``: decisions to skip (rate kept) after each decrease, as in
-      ``ReduceLROnPlateau``.
-    - Several signals: give ``threshold`` as a mapping, e.g.
-      ``{"grad_norm": 0.1, "predictive_variance": 0.01}``, and ``observe`` a mapping
-      with the same names. ``combine="any"``: decrease if any signal exceeds its
-      threshold, increase if all are below. ``combine="weighted"``: the score
-      ``sum_i w_i s_i / threshold_i / sum_i w_i`` (weights ``weights``, default 1)
-      is compared with 1.
-
-    Non-finite observed values (NaN, +-inf) never reach the learning rate: they are
-    skipped, counted in ``num_nonfinite`` and logged as a warning. A decision with no
-    finite value keeps the learning rate.
-
-    Under ``torch.distributed`` (initialised, world size > 1) each signal is averaged
-    over all ranks at every decision (one ``all_reduce``), so all ranks take the same
-    decision; ``step()`` must then be called on every rank, as usual under DDP.
-
-    ``state_dict()`` holds only numbers, strings, lists and dicts, so it loads with
-    ``torch.load(..., weights_only=True)``; a restored scheduler continues exactly,
-    pending observations included. Inside ``SequentialLR`` (after a warmup), the
-    scheduler starts from its base learning rate at the milestone and discards the
-    values observed before it.
-
-    Args:
-        optimizer: the wrapped optimizer.
-        threshold: signal value above which the learning rate is lowered (> 0, in the
-            signal's own unit; the study uses 0.1 for the gradient norm and 0.01 for
-            the predictive variance), or a mapping signal name -> threshold.
-        factor: multiplier applied when the signal exceeds the threshold, in (0, 1).
-            Default 0.5 (study plan).
-        increase_factor: multiplier applied when the signal is below the threshold,
-            > 1. Default 1.1.
-        min_lr: lower bound of the learning rate, one float or one per group. Default:
-            ``min_lr_ratio`` x the group's initial learning rate.
-        max_lr: upper bound, one float or one per group. Default: the group's initial
-            learning rate.
-        min_lr_ratio: used when ``min_lr`` is None. Default 1e-3.
-        smoothing: ``"mean"`` (default) or ``"ema"``.
-        ema_half_life: half-life in observations, required with ``smoothing="ema"``.
-        threshold_mode: ``"abs"`` (default) or ``"rel"``.
-        scale_half_life: half-life in decisions of the running scale (``"rel"``).
-        cooldown: decisions without change after a decrease (>= 0).
-        combine: ``"any"`` or ``"weighted"`` (several signals).
-        weights: mapping signal name -> weight > 0 for ``"weighted"``.
-        decision_interval: decide at every ``decision_interval``-th call of
-            ``step()`` and keep the rate (and keep collecting observations) in
-            between. E.g. under the Hugging Face Trainer, which calls ``step()``
-            after every optimizer step, ``decision_interval=eval_steps`` decides once
-            per evaluation interval. Default 1.
-        last_epoch: index of the last decision, -1 for a fresh start (torch's
-            convention).
-
-    Raises:
-        ValueError: on ``threshold <= 0`` or non-finite, ``factor`` outside (0, 1),
-            ``increase_factor <= 1``, a negative bound, ``min_lr > max_lr`` for some
-            group, an unknown option value, or weights naming unknown signals; each
-            message names the argument.
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        threshold: Number | Mapping[str, Number],
-        factor: float = 0.5,
-        increase_factor: float = 1.1,
-        min_lr: Number | Sequence[Number] | None = None,
-        max_lr: Number | Sequence[Number] | None = None,
-        min_lr_ratio: float = 1e-3,
-        smoothing: str = "mean",
-        ema_half_life: float | None = None,
-        threshold_mode: str = "abs",
-        scale_half_life: float = 5.0,
-        cooldown: int = 0,
-        combine: str = "any",
-        weights: Mapping[str, Number] | None = None,
-        decision_interval: int = 1,
-        last_epoch: int = -1,
-    ) -> None:
-        if int(decision_interval) != decision_interval or decision_interval < 1:
-            raise ValueError(
-                f"decision_interval must be an integer >= 1 (calls of step()), got {decision_interval!r}"
-            )
-        self.decision_interval = int(decision_interval)
-        self.thresholds = _check_positive_mapping(threshold, "threshold")
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must lie in (0, 1) (it lowers the LR), got {factor!r}")
-        if not (math.isfinite(increase_factor) and increase_factor > 1.0):
-            raise ValueError(
-                f"increase_factor must be > 1 (it raises the LR), got {increase_factor!r}"
-            )
-        if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio!r}")
-        if smoothing not in ("mean", "ema"):
-            raise ValueError(f"smoothing must be 'mean' or 'ema', got {smoothing!r}")
-        if smoothing == "ema":
-            if ema_half_life is None or not ema_half_life > 0:
-                raise ValueError(
-                    f"smoothing='ema' needs ema_half_life > 0 (in observations), got {ema_half_life!r}"
-                )
-        if threshold_mode not in ("abs", "rel"):
-            raise ValueError(f"threshold_mode must be 'abs' or 'rel', got {threshold_mode!r}")
-        if not scale_half_life > 0:
-            raise ValueError(f"scale_half_life must be > 0 (in decisions), got {scale_half_life!r}")
-        if int(cooldown) != cooldown or cooldown < 0:
-            raise ValueError(f"cooldown must be an integer >= 0 (decisions), got {cooldown!r}")
-        if combine not in ("any", "weighted"):
-            raise ValueError(f"combine must be 'any' or 'weighted', got {combine!r}")
-        self.weights = (
-            _check_positive_mapping(weights, "weights")
-            if weights is not None
-            else dict.fromkeys(self.thresholds, 1.0)
-        )
-        if set(self.weights) - set(self.thresholds):
-            raise ValueError(
-                f"weights name signals without a threshold: {sorted(set(self.weights) - set(self.thresholds))}"
-            )
-        n = len(optimizer.param_groups)
-        initial = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
-        self.min_lrs = _per_group(min_lr, n, "min_lr") or [lr * min_lr_ratio for lr in initial]
-        self.max_lrs = _per_group(max_lr, n, "max_lr") or list(initial)
-        for i, (lo, hi) in enumerate(zip(self.min_lrs, self.max_lrs)):
-            if lo < 0 or hi < 0:
-                raise ValueError(f"min_lr and max_lr must be >= 0, got {lo} and {hi} for group {i}")
-            if lo > hi:
-                raise ValueError(
-                    f"min_lr ({lo}) > max_lr ({hi}) for parameter group {i}: swap them or "
-                    "widen the range"
-                )
-        self.factor = float(factor)
-        self.increase_factor = float(increase_factor)
-        self.smoothing = smoothing
-        self.ema_half_life = None if ema_half_life is None else float(ema_half_life)
-        self.threshold_mode = threshold_mode
-        self.scale_half_life = float(scale_half_life)
-        self.cooldown = int(cooldown)
-        self.combine = combine
-        names = list(self.thresholds)
-        # Per-signal state, plain floats so that state_dict stays plain data.
-        self.sums = dict.fromkeys(names, 0.0)  # since the last decision
-        self.counts = dict.fromkeys(names, 0)  # since the last decision
-        self.emas: dict[str, float | None] = dict.fromkeys(names, None)
-        self.scales: dict[str, float | None] = dict.fromkeys(names, None)
-        self.last_signal: dict[str, float] = {}
-        self.cooldown_left = 0
-        self.num_nonfinite = 0
-        self.num_decreases = 0
-        self.num_increases = 0
-        self.num_decisions = 0  # decisions taken on a signal (kept rates included)
-        super().__init__(optimizer, last_epoch)
-
-    @property
-    def threshold(self) -> float:
-        """The threshold of a single-signal scheduler."""
-        if len(self.thresholds) != 1:
-            raise AttributeError("this scheduler has several thresholds: see .thresholds")
-        return next(iter(self.thresholds.values()))
-
-    def observe(self, value: float | torch.Tensor | Mapping[str, float | torch.Tensor]) -> None:
-        """Record one measurement of the signal(s), e.g. one batch's gradient norm.
-
-        Args:
-            value: a Python number or one-element tensor (single signal), or a
-                mapping signal name -> value (several signals; the names of
-                ``threshold``). Non-finite values are skipped (class docstring).
-
-        Raises:
-            ValueError: a tensor with more than one element, a scalar given to a
-                several-signal scheduler, or an unknown signal name.
-            TypeError: a value that is not a number or a tensor (e.g. a string).
-        """
-        if isinstance(value, Mapping):
-            items = value.items()
-        elif len(self.thresholds) == 1:
-            items = [(next(iter(self.thresholds)), value)]
-        else:
-            raise ValueError(
-                f"this scheduler combines signals {sorted(self.thresholds)}: observe a mapping "
-                "name -> value"
-            )
-        for name, raw in items:
-            if name not in self.thresholds:
-                raise ValueError(
-                    f"unknown signal {name!r}; this scheduler has {sorted(self.thresholds)}"
-                )
-            v = _as_float(raw)
-            if not math.isfinite(v):
-                self.num_nonfinite += 1
-                log.warning(
-                    "UncertaintyLR: skipped a non-finite %s value (%s); %d skipped so far",
-                    name,
-                    v,
-                    self.num_nonfinite,
-                )
-                continue
-            self.sums[name] += v
-            self.counts[name] += 1
-            if self.smoothing == "ema":
-                prev = self.emas[name]
-                alpha = 1.0 - 0.5 ** (1.0 / self.ema_half_life)
-                self.emas[name] = v if prev is None else prev + alpha * (v - prev)
-
-    def _clip(self, lrs: Sequence[float]) -> list[float]:
-        return [min(max(lr, lo), hi) for lr, lo, hi in zip(lrs, self.min_lrs, self.max_lrs)]
-
-    def _reset_window(self) -> None:
-        for name in self.thresholds:
-            self.sums[name], self.counts[name] = 0.0, 0
-
-    def _decision_signals(self) -> dict[str, float]:
-        """Each signal's value for this decision (averaged over ranks under DDP)."""
-        names = list(self.thresholds)
-        if self.smoothing == "mean":
-            local = [[self.sums[n], float(self.counts[n])] for n in names]
-        else:
-            local = [
-                [
-                    self.emas[n] if self.counts[n] and self.emas[n] is not None else 0.0,
-                    1.0 if self.counts[n] else 0.0,
-                ]
-                for n in names
-            ]
-        if _distributed_world() > 1:
-            buf = torch.tensor(local, dtype=torch.float64)
-            if torch.distributed.get_backend() == "nccl":
-                buf = buf.cuda()
-            torch.distributed.all_reduce(buf)
-            local = buf.cpu().tolist()
-        return {n: total / count for n, (total, count) in zip(names, local) if count > 0}
-
-    def _verdict(self, ratios: dict[str, float]) -> int:
-        """-1 decrease, +1 increase, 0 keep, from signal / threshold ratios."""
-        if self.combine == "weighted":
-            w = {n: self.weights.get(n, 0.0) for n in ratios}
-            total = sum(w.values())
-            if total == 0:
-                return 0
-            score = sum(w[n] * r for n, r in ratios.items()) / total
-            return -1 if score > 1.0 else (1 if score < 1.0 else 0)
-        if any(r > 1.0 for r in ratios.values()):
-            return -1
-        if all(r < 1.0 for r in ratios.values()) and len(ratios) == len(self.thresholds):
-            return 1
-        return 0
-
-    def get_lr(self) -> list[float]:
-        """Apply the rule to the signal observed since the last decision.
-
-        Called by :meth:`step` (torch's contract); at the first call (construction, or
-        the milestone of a ``SequentialLR``) it returns the base learning rates.
-        """
-        if self._is_initial or self.last_epoch == 0:
-            self._reset_window()
-            return self._clip([float(lr) for lr in self.base_lrs])
-        current = [float(g["lr"]) for g in self.optimizer.param_groups]
-        if self.last_epoch % self.decision_interval:
-            return current  # between decisions: keep the rate, keep the observations
-        signals = self._decision_signals()
-        self._reset_window()
-        if not signals:
-            return current
-        self.last_signal = dict(signals)
-        self.num_decisions += 1
-        if self.threshold_mode == "rel":
-            values, ready = {}, True
-            alpha = 1.0 - 0.5 ** (1.0 / self.scale_half_life)
-            for n, v in signals.items():
-                scale = self.scales[n]
-                if scale is None or scale <= 0:
-                    ready = False
-                else:
-                    values[n] = v / scale
-                self.scales[n] = v if scale is None else scale + alpha * (v - scale)
-            if not ready:
-                return current
-        else:
-            values = signals
-        if self.cooldown_left > 0:
-            self.cooldown_left -= 1
-            return current
-        verdict = self._verdict({n: v / self.thresholds[n] for n, v in values.items()})
-        if verdict < 0:
-            self.num_decreases += 1
-            self.cooldown_left = self.cooldown
-            return self._clip([lr * self.factor for lr in current])
-        if verdict > 0:
-            self.num_increases += 1
-            return self._clip([lr * self.increase_factor for lr in current])
-        return current
 
 
 class WarmupReduceLROnPlateau(ReduceLROnPlateau):
@@ -492,6 +95,45 @@ class WarmupReduceLROnPlateau(ReduceLROnPlateau):
         if self.in_warmup:
             return
         super().step(metrics)
+
+
+class ClampedOneCycleLR(OneCycleLR):
+    """torch's ``OneCycleLR`` that keeps its floor after the cycle.
+
+    Built with ``total_steps`` = the run's optimizer steps, the ``k``-th step trains
+    at torch's rate after ``k - 1`` calls of ``step()``, so the run's last step
+    trains at the floor ``max_lr / div_factor / final_div_factor``. The engines also
+    call ``step()`` after the last optimizer step; there torch would fold the
+    cosine back up (and raise one call later): here that call, and any later one,
+    keeps the floor. Rates within the cycle are torch's, unchanged.
+
+    Example::
+
+        sched = ClampedOneCycleLR(opt, max_lr=0.01, total_steps=n)
+        for _ in range(n):
+            loss.backward(); opt.step(); sched.step()  # the n-th call: the floor
+    """
+
+    def get_lr(self) -> list[float]:
+        """torch's rate in the cycle, the floor (each group's ``min_lr``) after it."""
+        if self.last_epoch >= self.total_steps:
+            return [float(g["min_lr"]) for g in self.optimizer.param_groups]
+        return super().get_lr()
+
+
+class ClampedCosineAnnealingLR(CosineAnnealingLR):
+    """torch's ``CosineAnnealingLR`` that stays at ``eta_min`` after ``T_max`` calls
+    of ``step()`` (torch's restarts the cosine: the rate would rise again).
+
+    Rates up to ``T_max`` calls are torch's, unchanged; the ``T_max``-th call (after
+    the last optimizer step of a run of ``T_max`` steps) reaches ``eta_min``.
+    """
+
+    def get_lr(self) -> list[float]:
+        """torch's cosine up to ``T_max`` calls, ``eta_min`` after."""
+        if self.last_epoch >= self.T_max:
+            return [float(self.eta_min) for _ in self.optimizer.param_groups]
+        return super().get_lr()
 
 
 class ScriptedSignalLR(UncertaintyLR):
@@ -952,16 +594,29 @@ def build_scheduler(
       ``warmup_fraction`` of the run (:func:`peer_warmup_steps`), then a linear or
       cosine decay to 0 at the end of the run (Hugging Face's
       ``get_linear_schedule_with_warmup`` / ``get_cosine_schedule_with_warmup``).
-    - ``onecycle``: ``OneCycleLR`` peaking at the optimizer's learning rate, its
-      own warm-up phase (``pct_start``) instead of the task's.
+    - ``onecycle``: :class:`ClampedOneCycleLR` (torch's ``OneCycleLR``) peaking at
+      the optimizer's learning rate, its own warm-up phase (``pct_start``) instead
+      of the task's.
     - ``plateau``: :class:`WarmupReduceLROnPlateau`; ``step()`` after every
       optimizer step, ``step(val_loss)`` after every evaluation (``spec.metric``).
     - ``greedy``: ``transformers``' ``GreedyLR``, ``step(train_loss)`` after every
       optimizer step, learning rate kept within ``[min_lr_ratio, max_lr_ratio]`` x
-      the initial one (the bounds of ``UncertaintyLR``); no warmup.
+      the initial one (the bounds of ``UncertaintyLR``); no warmup. Its parameters
+      are checked here (``factor`` in (0, 1), integers ``patience`` >= 0 and
+      ``window_size`` >= 1, ``0 <= min_lr_ratio <= max_lr_ratio``): GreedyLR itself
+      accepts some values that fail or misbehave mid-run.
     - ``schedule-free`` / ``prodigy``: they replace the optimizer
       (:func:`build_peer_optimizer`); the schedule is constant (Schedule-Free
       warms up inside the optimizer) or cosine after the task's warmup (Prodigy).
+
+    The end of a run of ``N`` calls of ``step()`` (the engines call it after every
+    optimizer step, the last included): the peers that decay are at their floor
+    after the ``N``-th call and stay there after any further call (no restart, no
+    error). ``onecycle`` trains its last step at its floor (torch's convention for a
+    cycle of ``N`` steps); ``warmup-linear`` / ``warmup-cosine`` (and ``prodigy``'s
+    cosine) reach 0 at the ``N``-th call, after the last step (Hugging Face's
+    convention: no step trains at rate 0), so step ``N`` trains at the decay's last
+    value above 0.
 
     Args:
         name: a key of :data:`SCHEDULERS`.
@@ -989,8 +644,9 @@ def build_scheduler(
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), unknown
-            override key, a run length / interval / scaling that is out of range, or
-            a per-step schedule built with ``interval="epoch"``.
+            override key, a run length / interval / scaling that is out of range,
+            a per-step schedule built with ``interval="epoch"``, or ``greedy``
+            parameters out of range (the message names them).
         ImportError: the package a peer needs is missing (the message says how to
             install it).
     """
@@ -1049,16 +705,15 @@ def build_scheduler(
         decay = (
             LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=run_units - w)
             if name == "warmup-linear"
-            else CosineAnnealingLR(optimizer, T_max=run_units - w, eta_min=0.0)
+            else ClampedCosineAnnealingLR(optimizer, T_max=run_units - w, eta_min=0.0)
         )
         return _with_warmup(optimizer, decay, w), spec
     elif name == "onecycle":  # its own warm-up phase (pct_start); the task's is not added
-        # total_steps counts the call after the last optimizer step too: with exactly
-        # run_units, torch's cosine phase folds back up at that call
-        sched = OneCycleLR(
+        # the run's last step trains at the floor; the call after it keeps the floor
+        sched = ClampedOneCycleLR(
             optimizer,
             max_lr=[float(g["lr"]) for g in optimizer.param_groups],
-            total_steps=run_units + 1,
+            total_steps=run_units,
             pct_start=float(hp["pct_start"]),
             div_factor=float(hp["div_factor"]),
             final_div_factor=float(hp["final_div_factor"]),
@@ -1075,6 +730,7 @@ def build_scheduler(
         )
         return sched, spec
     elif name == "greedy":  # no warmup: GreedyLR has none
+        _check_greedy(hp)
         transformers = _require(spec)
         initial = [float(g["lr"]) for g in optimizer.param_groups]
         sched = transformers.optimization.GreedyLR(
@@ -1082,7 +738,7 @@ def build_scheduler(
             mode="min",
             factor=float(hp["factor"]),
             patience=int(hp["patience"]),
-            smooth=bool(hp["smooth"]),
+            smooth=hp["smooth"],
             window_size=int(hp["window_size"]),
             min_lr=[lr * float(hp["min_lr_ratio"]) for lr in initial],
             max_lr=[lr * float(hp["max_lr_ratio"]) for lr in initial],
@@ -1109,10 +765,40 @@ def build_scheduler(
             **source_hp,
         )
     elif name == "prodigy":  # cosine annealing, as Prodigy's authors recommend
-        sched = CosineAnnealingLR(optimizer, T_max=run_units - warmup_steps, eta_min=0.0)
+        sched = ClampedCosineAnnealingLR(optimizer, T_max=run_units - warmup_steps, eta_min=0.0)
     else:  # pragma: no cover - every registry name has a branch
         raise AssertionError(f"no builder for {name!r}")
     return _with_warmup(optimizer, sched, warmup_steps), spec
+
+
+def _check_greedy(hp: Mapping[str, Any]) -> None:
+    """Refuse GreedyLR parameters that it accepts but that fail or make no sense
+    mid-run (``factor`` 0 divides by zero at the first increase, ``window_size`` < 1
+    at the first step), naming the parameter."""
+
+    def number(v: Any) -> bool:
+        return type(v) is not bool and isinstance(v, (int, float)) and math.isfinite(v)
+
+    def whole(v: Any) -> bool:
+        return number(v) and v == int(v)
+
+    factor, lo, hi = hp["factor"], hp["min_lr_ratio"], hp["max_lr_ratio"]
+    problems = []
+    if not (number(factor) and 0 < factor < 1):
+        problems.append(f"factor must lie in (0, 1), got {factor!r}")
+    if not (whole(hp["patience"]) and hp["patience"] >= 0):
+        problems.append(f"patience must be an integer >= 0 (steps), got {hp['patience']!r}")
+    if not (whole(hp["window_size"]) and hp["window_size"] >= 1):
+        problems.append(f"window_size must be an integer >= 1 (steps), got {hp['window_size']!r}")
+    if not isinstance(hp["smooth"], bool):
+        problems.append(f"smooth must be true or false, got {hp['smooth']!r}")
+    if not (number(lo) and number(hi) and 0 <= lo <= hi and hi > 0):
+        problems.append(
+            f"min_lr_ratio and max_lr_ratio must satisfy 0 <= min_lr_ratio <= max_lr_ratio, "
+            f"max_lr_ratio > 0, got {lo!r} and {hi!r}"
+        )
+    if problems:
+        raise ValueError("scheduler 'greedy': " + "; ".join(problems))
 
 
 def _with_warmup(optimizer: Optimizer, sched: LRScheduler, warmup_steps: int) -> LRScheduler:
