@@ -87,6 +87,57 @@ def test_onecycle_peaks_at_the_run_lr_and_lasts_exactly_the_run():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 / 25 / 1e4)
 
 
+# Golden traces of a 10-step run at lr 1.0: the rate each optimizer step trains at
+# (the engines call step() after every optimizer step, the last included).
+# onecycle: pct_start 0.3 -> warm-up over calls 0-2 from 1/25, cosine down to
+# 1/25/1e4 at step 10; warmup-*: the default warmup (1 step), then Hugging Face's
+# decay over the remaining 9 steps, 0 reached at the call after step 10.
+GOLDEN_10_STEPS = {
+    "onecycle": [
+        0.04, 0.52, 1.0, 0.9504846320, 0.8117456539,
+        0.6112620219, 0.3887419781, 0.1882583461, 0.0495193680, 4e-06,
+    ],
+    "warmup-linear": [1.0, 1.0, 8 / 9, 7 / 9, 6 / 9, 5 / 9, 4 / 9, 3 / 9, 2 / 9, 1 / 9],
+    "warmup-cosine": [
+        1.0, 1.0, 0.9698463104, 0.8830222216, 0.75,
+        0.5868240888, 0.4131759112, 0.25, 0.1169777784, 0.0301536896,
+    ],
+}
+FLOOR = {"onecycle": 1.0 / 25 / 1e4, "warmup-linear": 0.0, "warmup-cosine": 0.0}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_10_STEPS))
+def test_per_step_peers_golden_trace_over_exactly_the_run(name):
+    opt = sgd(lr=1.0)
+    sched, _ = build_scheduler(name, opt, epochs=2, steps_per_epoch=5, interval="step")
+    assert trace(opt, sched, 10) == pytest.approx(GOLDEN_10_STEPS[name], rel=1e-9, abs=1e-12)
+    assert sched.get_last_lr()[0] == pytest.approx(FLOOR[name], rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_10_STEPS))
+def test_calls_beyond_the_run_keep_the_floor(name):
+    opt = sgd(lr=1.0)
+    sched, _ = build_scheduler(name, opt, epochs=1, steps_per_epoch=10, interval="step")
+    trace(opt, sched, 10)
+    beyond = trace(opt, sched, 5)  # torch's OneCycleLR / cosine would rise or raise here
+    assert beyond == pytest.approx([FLOOR[name]] * 5, rel=1e-9, abs=1e-15)
+
+
+def test_onecycle_under_the_engine_trains_its_last_step_at_the_floor(tmp_path):
+    import pandas as pd
+    from helpers import mnist_settings
+
+    from uncertainty_lr.training import train_classifier
+
+    # 320 images, batch 32: 10 optimizer steps; lr_trace row k: the rate after k calls
+    s = mnist_settings(scheduler="onecycle", epochs=1, train_subset=320, val_subset=200)
+    m = train_classifier(s, tmp_path)
+    rows = pd.read_csv(tmp_path / "lr_trace.csv")["lr_group0"].tolist()
+    assert m["status"] == "completed" and m["steps"] == 10 and len(rows) == 11
+    assert rows[:10] == pytest.approx([1e-3 * v for v in GOLDEN_10_STEPS["onecycle"]], rel=1e-9)
+    assert rows[10] == pytest.approx(1e-3 / 25 / 1e4) == m["final_lr"][0]
+
+
 def test_per_step_peers_refuse_an_epoch_interval():
     with pytest.raises(ValueError, match="interval='step'"):
         build_scheduler("onecycle", sgd(), epochs=2, steps_per_epoch=3)
@@ -144,6 +195,43 @@ def test_greedy_is_transformers_greedylr_within_the_uncertainty_bounds():
         opt.step()
         sched.step(1.0 / (k + 1))
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"factor": 0.0}, "factor"),  # GreedyLR: division by zero at the first increase
+        ({"factor": -0.5}, "factor"),
+        ({"factor": 1.0}, "factor"),
+        ({"factor": math.nan}, "factor"),
+        ({"window_size": 0}, "window_size"),  # GreedyLR: division by zero at step 1
+        ({"window_size": -3}, "window_size"),
+        ({"window_size": 2.5}, "window_size"),  # would be truncated to 2
+        ({"patience": -1}, "patience"),
+        ({"patience": 1.5}, "patience"),
+        ({"patience": True}, "patience"),
+        ({"smooth": "no"}, "smooth"),  # bool("no") is True
+        ({"min_lr_ratio": 2.0}, "min_lr_ratio"),  # above max_lr_ratio 1.0
+        ({"max_lr_ratio": 0.0}, "max_lr_ratio"),
+        ({"min_lr_ratio": -1e-3}, "min_lr_ratio"),
+        ({"max_lr_ratio": math.inf}, "max_lr_ratio"),
+    ],
+)
+def test_greedy_refuses_parameters_that_fail_mid_run_when_built(overrides, match):
+    with pytest.raises(ValueError, match=f"'greedy'.*{match}"):
+        build_scheduler("greedy", sgd(), epochs=1, steps_per_epoch=10, interval="step", **overrides)
+
+
+def test_greedy_refused_values_do_fail_mid_run_in_greedylr_itself():
+    transformers = pytest.importorskip("transformers")
+    greedy_lr = transformers.optimization.GreedyLR
+    sched = greedy_lr(sgd(), smooth=True, window_size=0)
+    with pytest.raises(ZeroDivisionError):
+        sched.step(1.0)
+    sched = greedy_lr(sgd(), factor=0.0, patience=1)
+    sched.step(3.0)
+    with pytest.raises(ZeroDivisionError):
+        sched.step(2.0)  # the 2nd improvement in a row: lr / factor
 
 
 def test_optimizer_replacing_peers():

@@ -151,6 +151,8 @@ def test_doubled_spaces_in_the_context(tokenizer):
         ("Broncos Denver", ["Denver Broncos"], 0.0, 1.0),  # F1 is a bag of tokens
         ("Broncos", ["Denver Broncos", "Broncos"], 1.0, 1.0),  # max over gold answers
         ("", ["Denver Broncos"], 0.0, 0.0),
+        ("the", ["."], 1.0, 0.0),  # both normalise to empty: EM 1, F1 0 (official)
+        ("Arab–Israeli", ["Arab Israeli"], 0.0, 0.0),  # the en dash is not punctuation
     ],
 )
 def test_exact_match_and_f1_follow_the_official_rules(prediction, golds, em, f1):
@@ -160,12 +162,29 @@ def test_exact_match_and_f1_follow_the_official_rules(prediction, golds, em, f1)
     assert scores["f1"] == pytest.approx(f1)
 
 
-def test_scores_average_over_questions_and_need_every_prediction():
+def test_scores_average_over_questions_and_unanswered_ones_score_0():
     a = QAExample("a", "", "", "", ("x",), (0,))
     b = QAExample("b", "", "", "", ("y",), (0,))
     assert squad_scores({"a": "x", "b": "z"}, [a, b]) == {"exact_match": 0.5, "f1": 0.5}
-    with pytest.raises(ValueError, match="no prediction"):
-        squad_scores({"a": "x"}, [a, b])
+    # the official script: an unanswered question counts, with score 0
+    assert squad_scores({"a": "x"}, [a, b]) == {"exact_match": 0.5, "f1": 0.5}
+    with pytest.raises(ValueError, match="no prediction for 1 question.*: b"):
+        squad_scores({"a": "x"}, [a, b], strict=True)
+
+
+def test_the_dev_questions_where_empty_against_empty_can_occur(splits):
+    # the only gold answers of the vendored data that normalise to empty: '.' in
+    # three dev questions; an empty prediction there scores EM 1 and F1 0
+    from uncertainty_lr.metrics import normalize_answer
+
+    questions = splits.test + splits.val + splits.train
+    empty = {e.id for e in questions if any(not normalize_answer(a) for a in e.answers)}
+    assert empty == {
+        "5725bad5271a42140099d0c1", "5730b7ce069b5314008322c4", "57340d124776f419006617bf"
+    }
+    e = next(e for e in splits.test if e.id == "5730b7ce069b5314008322c4")
+    assert squad_scores({e.id: ""}, [e]) == {"exact_match": 1.0, "f1": 0.0}
+    assert squad_scores({e.id: "interventionism"}, [e]) == {"exact_match": 1.0, "f1": 1.0}
 
 
 def test_postprocessing_picks_the_best_valid_span_across_two_windows():

@@ -18,7 +18,7 @@ answer is labelled with the ``[CLS]`` position (the usual "no answer here" label
 :func:`postprocess_predictions` maps start/end logits back to text (n-best spans
 per window, best valid span over all windows of a question) and
 :func:`squad_scores` computes exact match and F1 with the official v1.1 rules
-(torchmetrics' implementation of the official script).
+(:func:`uncertainty_lr.metrics.squad_v1_scores`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from uncertainty_lr.data.checksums import DataFileError, folder_problems, verify_folder
+from uncertainty_lr.metrics import squad_v1_scores
 from uncertainty_lr.paths import raw_data_dir
 
 FILES = {"train": "train-v1.1-subset.json.gz", "dev": "dev-v1.1.json.gz"}
@@ -568,40 +569,32 @@ def postprocess_predictions(
     return {ex.id: best[i][1] if i in best else "" for i, ex in enumerate(examples)}
 
 
-def squad_scores(predictions: dict[str, str], examples: Sequence[QAExample]) -> dict[str, float]:
+def squad_scores(
+    predictions: dict[str, str], examples: Sequence[QAExample], *, strict: bool = False
+) -> dict[str, float]:
     """Exact match and F1 of predicted answers, SQuAD v1.1 rules.
 
-    The official evaluation script's rules (Rajpurkar et al. 2016), as implemented by
-    ``torchmetrics.functional.text.squad``: answers are normalised (lower case,
-    punctuation removed, the articles a/an/the removed, whitespace collapsed); EM is
-    1 if the normalised prediction equals a normalised gold answer; F1 is the
-    token-overlap F1 of the bags of normalised tokens; both take the maximum over
-    the question's gold answers and are averaged over questions.
+    The official evaluation script's rules (Rajpurkar et al. 2016), implemented in
+    :func:`uncertainty_lr.metrics.squad_v1_scores`: answers are normalised (lower
+    case, ASCII punctuation removed, the articles a/an/the removed, whitespace
+    collapsed); EM is 1 if the normalised prediction equals a normalised gold answer;
+    F1 is the token-overlap F1 of the bags of normalised tokens (0 when they share
+    none, so also when both are empty); both take the maximum over the question's
+    gold answers and are averaged over all questions, a question without a
+    prediction scoring 0.
 
     Args:
-        predictions: ``{question id: answer text}``; every question needs one.
+        predictions: ``{question id: answer text}``.
         examples: the questions with their gold answers.
+        strict: refuse questions without a prediction instead of scoring them 0.
 
     Returns:
         ``{"exact_match": float, "f1": float}`` as fractions in ``[0, 1]`` (the
-        official script reports percentages).
+        official script reports percentages: 100 x these).
 
     Raises:
-        ValueError: no questions, or a question without a prediction.
+        ValueError: no questions, or (``strict``) a question without a prediction.
+        TypeError: a prediction that is not a string.
     """
-    from torchmetrics.functional.text import squad  # noqa: PLC0415
-
-    if not examples:
-        raise ValueError("squad_scores needs at least one question")
-    missing = [e.id for e in examples if not isinstance(predictions.get(e.id), str)]
-    if missing:
-        raise ValueError(
-            f"no prediction (a string) for {len(missing)} question(s), e.g. {missing[0]}"
-        )
-    preds = [{"prediction_text": predictions[e.id], "id": e.id} for e in examples]
-    target = [
-        {"answers": {"answer_start": list(e.answer_starts), "text": list(e.answers)}, "id": e.id}
-        for e in examples
-    ]
-    scores = squad(preds, target)
-    return {"exact_match": float(scores["exact_match"]) / 100.0, "f1": float(scores["f1"]) / 100.0}
+    golds = {e.id: e.answers for e in examples}
+    return squad_v1_scores(predictions, golds, strict=strict)
