@@ -76,7 +76,7 @@ def test_a_results_dir_that_a_shell_would_read_is_refused(value):
     config["results_dir"] = value
     msg = problems_of(config)
     assert "results_dir" in msg
-    assert "plain folder path" in msg or "non-empty" in msg or "too short" in msg
+    assert any(m in msg for m in ("plain folder path", "too short", "control character"))
 
 
 def test_an_injected_results_dir_runs_nothing(repo_copy, run_snakemake):
@@ -182,6 +182,34 @@ def test_the_paper_build_reads_no_file_outside_the_paper(tmp_path, target):
     assert proc.returncode != 0
     produced = [p for p in (tmp_path / "paper").iterdir() if p.suffix in (".pdf", ".log")]
     assert all(MARKER.encode() not in p.read_bytes() for p in produced)
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="LaTeX is set up by make")
+def test_the_paper_build_runs_no_command_and_writes_only_its_scratch_folder(tmp_path):
+    """Text that reached a generated .tex unescaped still cannot run a command
+    (``\\input|"..."``, ``\\write18``: shell_escape=f) or overwrite a file of the
+    repository (``\\openout``: TeX runs in a scratch copy of paper/)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(REPO / "scripts" / "build-paper.sh", tmp_path / "scripts")
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "references.bib").write_text("% the tracked bibliography\n")
+    (paper / "main.tex").write_text(
+        "\\documentclass{article}\\begin{document}x"
+        "\\immediate\\openout5=references.bib\\immediate\\write5{overwritten}"
+        "\\immediate\\closeout5"
+        f"\\immediate\\write18{{touch {tmp_path / 'pwned'}}}"
+        "\\input|\"kpsewhich --var-value=HOME\" \\end{document}\n"
+    )
+    subprocess.run(
+        ["scripts/build-paper.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert (paper / "references.bib").read_text() == "% the tracked bibliography\n"
+    assert not (tmp_path / "pwned").exists()
+    home = os.path.expanduser("~").encode()
+    assert all(home not in p.read_bytes() for p in paper.iterdir() if p.suffix == ".pdf")
+    log = (paper / "main.log").read_text(errors="replace")
+    assert "runsystem" not in log or "disabled" in log
 
 
 @pytest.mark.pipeline
@@ -398,3 +426,88 @@ def test_the_shipped_configs_pass_the_check_that_make_runs(capsys):
     assert check_config(names) == 0
     assert capsys.readouterr().out.count(": valid") == 3
 
+
+
+# Found by a fresh user's probes -------------------------------------------------------
+
+
+def test_a_symlink_below_the_results_folder_that_leaves_the_repository_is_refused(tmp_path):
+    """A link one level down (results/x/aggregate -> /elsewhere) would let the
+    aggregate job write outside the repository."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    (root / "Snakefile").write_text("")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "results" / "probe").mkdir(parents=True)
+    (root / "results" / "probe" / "aggregate").symlink_to(outside)
+    config = {**smoke(), "results_dir": "results/probe"}
+    os.environ["UNCERTAINTY_LR_ROOT"] = str(root)
+    try:
+        with pytest.raises(ConfigError, match="is a symbolic link to .*outside the repository"):
+            validate_config(copy_of(config))
+        (root / "results" / "probe" / "aggregate").unlink()
+        (root / "results" / "probe" / "aggregate").symlink_to(root / "results")  # inside
+        validate_config(copy_of(config))
+        (root / "figures").mkdir()
+        (root / "figures" / "lr.pdf").symlink_to(outside / "lr.pdf")
+        with pytest.raises(ConfigError, match="figures/lr.pdf is a symbolic link"):
+            validate_config(copy_of(config))
+    finally:
+        del os.environ["UNCERTAINTY_LR_ROOT"]
+
+
+def copy_of(config: dict) -> dict:
+    return yaml.safe_load(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(results_dir="results/x\n"), "holds a control character"),
+        (lambda c: c["tasks"].update({"mnist\n": c["tasks"].pop("mnist")}),
+         "holds a control character"),
+        (lambda c: c["tasks"].update({5: c["tasks"].pop("mnist")}), "the key 5 is a int"),
+        (lambda c: c["tasks"]["mnist"].update(lr=10**400), "an integer of 401 digits"),
+        (lambda c: c.update(results_dir="Makefile"), "'Makefile' is a file"),
+        (lambda c: c["sensitivity"]["sweeps"][0].update(values=[0.1000001, 0.1000002]),
+         "name the same run folder"),
+    ],
+    ids=["newline-results", "newline-task", "integer-key", "huge-int", "a-file", "same-label"],
+)
+def test_inputs_a_fresh_user_found_are_refused_in_one_line(edit, message):
+    config = smoke()
+    edit(config)
+    msg = problems_of(config)
+    assert message in msg and "Traceback" not in msg and len(msg) < 2000
+
+
+def test_free_text_may_hold_line_breaks():
+    config = smoke()
+    config["tasks"]["mnist"]["target"]["reason"] = "a folded\nYAML paragraph\n"
+    config.setdefault("paper", {})["note"] = "two\nlines"
+    preflight(validate_config(config))
+
+
+def test_deep_nesting_and_a_broken_checkpoint_config_are_named(tmp_path, capsys):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("x: " + "[" * 700 + "]" * 700 + "\n")
+    assert check_config([str(deep)]) == 2
+    assert "nests lists or mappings too deeply" in capsys.readouterr().err
+    model = tmp_path / "evilmodel"
+    model.mkdir()
+    (model / "config.json").write_text("{not json")
+    config = smoke()
+    config["tasks"]["imdb-minilm"]["pretrained"] = str(model)
+    msg = problems_of(config)
+    assert "config.json cannot be read as JSON" in msg
+
+
+def test_an_aggregate_table_without_its_columns_is_named_in_one_line(tmp_path, capsys):
+    from uncertainty_lr.analysis.__main__ import main as analysis_main
+
+    (tmp_path / "agg").mkdir()
+    (tmp_path / "agg" / "runs.csv").write_text("task,scheduler\nmnist,step\n")
+    code = analysis_main(["tables", "--aggregate", str(tmp_path / "agg"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "lacks the column(s)" in err and len(err.splitlines()) == 1

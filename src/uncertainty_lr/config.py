@@ -16,6 +16,7 @@ from uncertainty_lr.config_guard import (
     results_dir_problems,
     short_repr,
     size_problems,
+    symlink_problems,
 )
 from uncertainty_lr.paths import repo_root
 from uncertainty_lr.schedulers import SCHEDULERS
@@ -79,6 +80,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         problems = [f"  - {_path(err)}: {_message(err)}" for err in errors]
     if not problems:
         problems = results_dir_problems(config, repo_root())
+    if not problems:
+        problems = symlink_problems(config, repo_root())
     if problems:
         raise ConfigError(
             f"the experiment config has {len(problems)} problem(s):\n" + "\n".join(problems)
@@ -145,6 +148,17 @@ def preflight(config: dict[str, Any]) -> None:
             f"(tasks: {', '.join(config['tasks'])})"
         )
     elif sens:  # each point's own overrides (scheduler_params are checked above)
+        labels: dict[tuple[str, str], float] = {}
+        for sweep in sens["sweeps"]:
+            for value in sweep["values"]:
+                key = (sweep["scheduler"], sweep_label(sweep, value))
+                if key in labels and labels[key] != value:
+                    problems.append(
+                        f"  - sensitivity/{sweep['scheduler']}/{key[1]}: the values "
+                        f"{labels[key]!r} and {value!r} name the same run folder; give "
+                        "values that differ in their first 6 significant digits"
+                    )
+                labels.setdefault(key, value)
         for sweep in sens["sweeps"]:
             for value in sweep["values"]:
                 params = {**sweep.get("fixed", {}), sweep["param"]: value}
@@ -230,7 +244,11 @@ def preflight(config: dict[str, Any]) -> None:
                 except PretrainedError as err:
                     problems.append(f"  - tasks/{task}/pretrained: {err}")
                 else:
-                    positions = _max_positions(path)
+                    try:
+                        positions = _max_positions(path)
+                    except ValueError as err:
+                        problems.append(f"  - tasks/{task}/pretrained: {err}")
+                        positions = None
                     if positions and t.get("max_length", 0) > positions:
                         problems.append(
                             f"  - tasks/{task}/max_length: {t['max_length']} exceeds the "
@@ -368,7 +386,14 @@ def _max_positions(path: str) -> int | None:
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         return None
-    value = json.loads(config_file.read_text()).get("max_position_embeddings")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(
+            f"{config_file} cannot be read as JSON ({type(err).__name__}); restore the "
+            "checkpoint (make prepare) or point pretrained at another folder"
+        ) from None
+    value = data.get("max_position_embeddings") if isinstance(data, dict) else None
     return int(value) if isinstance(value, int) else None
 
 
@@ -408,6 +433,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} nests lists or mappings too deeply to read; a config "
+            "needs a few levels"
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {str(err)[:500]}") from None
     return validate_config(config)
@@ -433,7 +463,7 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
         ("data_source", lambda v: v in ("local", "hub"), "local or hub"),
         ("device", lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
         ("truncation", lambda v: v in ("head", "head_tail"), "head or head_tail"),
-        ("precision", lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+        ("precision", lambda v: v in ("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
         ("scaling", lambda v: v in ("absolute", "fraction"), "absolute or fraction"),
         ("warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
         ("num_threads", lambda v: v >= 1, ">= 1"),
@@ -517,6 +547,10 @@ class RunSettings:
     warmup_ratio: float = 0.0
     max_grad_norm: float = 0.0
     precision: str = "fp32"
+    """The Trainer backend's: ``auto`` (bfloat16 autocast where the device computes it
+    natively, :func:`uncertainty_lr.precision.resolve_precision`), ``fp32`` or
+    ``bf16``. A config's transformer tasks default to ``auto``; settings made here
+    default to ``fp32``, so that a run made in code repeats on any machine."""
     offline: bool = True
     num_processes: int = 1
     doc_stride: int = 128
@@ -801,7 +835,8 @@ def _settings(config: dict[str, Any], task: str, scheduler: str, seed: int) -> R
         warmup_steps=int(t.get("warmup_steps", 0)),
         warmup_ratio=float(t.get("warmup_ratio", 0.0)),
         max_grad_norm=float(t.get("max_grad_norm", 0.0)),
-        precision=t.get("precision", "fp32"),
+        # transformer tasks: bfloat16 where native (uncertainty_lr.precision); others fp32
+        precision=t.get("precision", "auto" if t["model"] in HF_MODELS else "fp32"),
         offline=bool(config["offline"]),
         # data parallel in the Trainer backend only: elsewhere it changes nothing (and
         # settings are Snakemake params: a change would rerun the runs)

@@ -46,7 +46,7 @@ REPOSITORY_FOLDERS = (
 )
 """Folders of the repository's own files, which a results folder must not be."""
 
-RESULTS_DIR_PATTERN = re.compile(rf"^/?(?:{SAFE_SEGMENT}|\.\.)(?:/(?:{SAFE_SEGMENT}|\.\.))*/?$")
+RESULTS_DIR_PATTERN = re.compile(rf"/?(?:{SAFE_SEGMENT}|\.\.)(?:/(?:{SAFE_SEGMENT}|\.\.))*/?")
 """Shape of ``results_dir``: folder names of :data:`SAFE_SEGMENT` (or ``..``)
 separated by ``/``; whether it may leave the repository is a separate check."""
 
@@ -134,22 +134,30 @@ def non_finite_problems(data: Any) -> list[str]:
     count, a target), so a non-finite one is a mistake that the schema's ranges
     cannot catch (every comparison with NaN is false).
     """
-    return [
-        f"  - {path or '(top level)'}: {value!r} is not a finite number; write a finite "
-        "value (e.g. 1.0e-3) or remove the key to use its default"
-        for path, value in _walk(data)
-        if isinstance(value, float) and not math.isfinite(value)
-    ]
+    problems = []
+    for path, value in _walk(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(
+                f"  - {path or '(top level)'}: {value!r} is not a finite number; write a "
+                "finite value (e.g. 1.0e-3) or remove the key to use its default"
+            )
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+            problems.append(
+                f"  - {path or '(top level)'}: an integer of {len(str(abs(value)))} digits "
+                "is larger than any quantity of a run; write a number in range"
+            )
+    return problems
 
 
 def input_problems(data: Any) -> list[str]:
     """Every raw-input problem of a config (:func:`size_problems`,
-    :func:`template_problems`, :func:`non_finite_problems`), in that order; the later
-    checks run only on a config of bounded size."""
+    :func:`template_problems`, :func:`key_and_text_problems`,
+    :func:`non_finite_problems`), in that order; the later checks run only on a
+    config of bounded size."""
     problems = size_problems(data)
     if problems:
         return problems
-    return template_problems(data) + non_finite_problems(data)
+    return template_problems(data) + key_and_text_problems(data) + non_finite_problems(data)
 
 
 def is_inside(path: str | Path, root: str | Path) -> bool:
@@ -175,7 +183,7 @@ def results_dir_problems(config: dict[str, Any], root: str | Path) -> list[str]:
         root: the repository root (:func:`uncertainty_lr.paths.repo_root`).
     """
     value = config["results_dir"]
-    if not RESULTS_DIR_PATTERN.match(value):
+    if not RESULTS_DIR_PATTERN.fullmatch(value):
         return [
             f"  - results_dir: {short_repr(value)} is not a plain folder path; use folder "
             "names of letters, digits, '.', '_' and '-' separated by '/' (e.g. results/run1)"
@@ -195,4 +203,76 @@ def results_dir_problems(config: dict[str, Any], root: str | Path) -> list[str]:
             f"  - results_dir: {value!r} is the repository or a folder of its own files "
             f"({first}); use a folder of its own, e.g. results/run1"
         ]
+    if Path(root, value).exists() and not Path(root, value).is_dir():
+        return [f"  - results_dir: {value!r} is a file; use a folder of its own, e.g. results"]
     return []
+
+
+def symlink_problems(config: dict[str, Any], root: str | Path) -> list[str]:
+    """Symbolic links that would let a job write outside the repository: any link
+    below ``results_dir``, ``figures/`` or ``paper/generated/`` (files or folders,
+    found without following links) whose target lies outside it. A results folder
+    that ``results_outside_repo: true`` allows may link anywhere.
+
+    Args:
+        config: the validated config.
+        root: the repository root.
+    """
+    root = Path(root).resolve()
+    tops = [(Path(root, "figures"), False), (Path(root, "paper", "generated"), False)]
+    tops.append((Path(root, config["results_dir"]), config.get("results_outside_repo", False)))
+    problems = []
+    for top, anywhere in tops:
+        if anywhere or not top.is_dir():
+            continue
+        for folder, dirs, files in os.walk(top, followlinks=False):
+            for name in dirs + files:
+                path = Path(folder, name)
+                if path.is_symlink() and not is_inside(path.resolve(), root):
+                    problems.append(
+                        f"  - results_dir: {path} is a symbolic link to {path.resolve()}, "
+                        "outside the repository: jobs would write there; remove the link "
+                        "(or, for a results folder elsewhere on purpose, set results_dir "
+                        "to it with results_outside_repo: true)"
+                    )
+                    if len(problems) >= 5:
+                        return problems
+    return problems
+
+
+def _has_control(text: str, allowed: str) -> bool:
+    return any((ord(c) < 32 or ord(c) == 127) and c not in allowed for c in text)
+
+
+TEXT_KEYS = frozenset({"note", "reason", "description"})
+"""Keys whose string values are prose and may hold line breaks."""
+
+
+def key_and_text_problems(data: Any) -> list[str]:
+    """Mapping keys that are not strings (YAML reads ``5:`` as the integer 5), and
+    strings holding control characters (a line break, a tab, NUL), which would
+    end up in folder names and commands; free text under :data:`TEXT_KEYS` may hold
+    line breaks and tabs.
+    """
+    problems = []
+    for path, value in _walk(data):
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    problems.append(
+                        f"  - {path or '(top level)'}: the key {short_repr(key)} is a "
+                        f"{type(key).__name__}; write it as a name (quote it: '{key}')"
+                    )
+                elif _has_control(key, ""):
+                    problems.append(
+                        f"  - {path or '(top level)'}: the key {short_repr(key)} holds a "
+                        "control character (a line break, tab or NUL); remove it"
+                    )
+        elif isinstance(value, str):
+            allowed = "\n\t" if path.rsplit("/", 1)[-1] in TEXT_KEYS else ""
+            if _has_control(value, allowed):
+                problems.append(
+                    f"  - {path or '(top level)'}: {short_repr(value)} holds a control "
+                    "character (a line break, tab or NUL); remove it"
+                )
+    return problems

@@ -82,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                 sensitivity=_optional_csv(args.aggregate / "sensitivity.csv"),
                 signal_levels=_optional_csv(args.aggregate / "signal_levels.csv"),
             )
+    except KeyError as err:  # a column the tables and figures read is missing
+        print(
+            f"error: an aggregate table in {getattr(args, 'aggregate', '?')} lacks the "
+            f"column(s) {err}: it was not written by this version's aggregate step; "
+            "delete the aggregate folder and run snakemake again",
+            file=sys.stderr,
+        )
+        return 1
     except (
         ResultsError,
         OSError,

@@ -217,7 +217,7 @@ def comparison_tex(table: pd.DataFrame) -> str:
             steps = _with_ci(r.steps_median, r.steps_low, r.steps_high, ".0f")
             lines.append(
                 f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}}{ref} & "
-                f"{r.family} & {_with_ci(r.score_median, r.score_low, r.score_high, '.2f', 100)} & "
+                f"{tex_escape(r.family)} & {_with_ci(r.score_median, r.score_low, r.score_high, '.2f', 100)} & "
                 f"{steps} ({r.n_reached}/{r.n_seeds}) & {_num(r.epochs_median, '.2f')} & "
                 f"{_num(r.speedup, '.2f')} & "
                 f"{_with_ci(r.p_faster, r.p_faster_low, r.p_faster_high, '.2f')} & "

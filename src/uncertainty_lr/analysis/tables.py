@@ -338,7 +338,15 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
                 if r["warmup_steps"] or r["warmup_ratio"]
                 else []
             ),
-            *([("precision", "bfloat16 autocast")] if r["precision"] == "bf16" else []),
+            (  # the precision used (metrics.json); auto: bfloat16 where the device has it
+                "precision",
+                ("bfloat16 autocast" if r["precision"] == "bf16" else "float32")
+                + (
+                    ", chosen by the hardware (auto)"
+                    if r.get("precision_requested") == "auto"
+                    else ""
+                ),
+            ),
             (
                 "schedule times",
                 f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)",
@@ -511,13 +519,13 @@ def ranking_text(table: pd.DataFrame) -> str:
         text = (
             f"Over all {len(block)} methods run on {tex_escape(task)}, the highest median "
             f"test score was \\texttt{{{tex_escape(best.scheduler)}}}'s "
-            f"({_pct_text(best.score_median)}, {best.family})"
+            f"({_pct_text(best.score_median)}, {tex_escape(best.family)})"
         )
         least = block["steps_median"].min()
         if math.isfinite(least):
             tied = block[block["steps_median"] == least]
             names = ", ".join(
-                f"\\texttt{{{tex_escape(r.scheduler)}}} ({r.family})" for r in tied.itertuples()
+                f"\\texttt{{{tex_escape(r.scheduler)}}} ({tex_escape(r.family)})" for r in tied.itertuples()
             )
             text += f"; the fewest median steps to the target ({least:.0f}) were taken by {names}"
         else:
@@ -697,7 +705,7 @@ def sensitivity_tex(
             if not r.windows:
                 continue
             items.append(
-                f"{tex_escape(r.task)}, {r.signal.replace('_', ' ')} (threshold {r.threshold:g}, "
+                f"{tex_escape(r.task)}, {tex_escape(str(r.signal).replace('_', ' '))} (threshold {r.threshold:g}, "
                 f"median {r.median:.3g}): {100 * r.fraction_above:.0f}\\%"
             )
         text.append("; ".join(items) + ".")
