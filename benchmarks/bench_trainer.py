@@ -19,8 +19,19 @@ the median over rounds of ``train_samples_per_second`` reported by
 median over rounds of the paired cost ``1 - uncertainty / plain``. No evaluation and
 no checkpoints in either arm.
 
-Usage: python benchmarks/bench_trainer.py [--steps 12] [--repeats 3] [--threads 1]
-Writes benchmarks/out/bench_trainer.json.
+The evaluation part (``--part eval``) times ``Trainer.evaluate`` over ``--eval-reviews``
+validation reviews (``--eval-length`` tokens, head + tail) with the backend's
+collator (``DataCollatorWithPadding``: each batch padded to its longest review) at
+several evaluation batch sizes, the backend's (``hf_backend.EVAL_BATCH_SIZE``)
+among them, and two variants of its batches: sorted by length (less padding) and
+padded to ``--eval-length`` (no dynamic padding). Rounds alternate the variants'
+order; each variant's median seconds, its ratio to the backend's, and the
+validation loss and accuracy it gives (to the last digit: a batch's shape can
+change the rounding) are printed, with a torch.profiler table of one pass.
+
+Usage: python benchmarks/bench_trainer.py [--part train|eval|both] [--steps 12]
+       [--repeats 3] [--threads 1] [--eval-reviews 256] [--eval-length 128]
+Writes benchmarks/out/bench_trainer.json (train) and bench_trainer_eval.json (eval).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -72,7 +84,9 @@ def run_arm(arm: str, path: str, tokenizer, data: list, steps: int, out: str) ->
     tokenizer_collator = DataCollatorWithPadding(tokenizer)
     if arm == "plain":
         args = TrainingArguments(lr_scheduler_type="linear", max_grad_norm=1.0, **common)
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=tokenizer_collator)
+        trainer = Trainer(
+            model=model, args=args, train_dataset=data, data_collator=tokenizer_collator
+        )
     else:
         args = TrainingArguments(max_grad_norm=0.0, **common)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
@@ -100,11 +114,120 @@ def run_arm(arm: str, path: str, tokenizer, data: list, steps: int, out: str) ->
     return float(result.metrics["train_samples_per_second"])
 
 
+def eval_pass(
+    path: str, tokenizer, data: list, batch_size: int, pad: str, out: str, profile: bool = False
+):
+    """One ``Trainer.evaluate`` over ``data``: (seconds, validation loss, accuracy), or
+    the torch.profiler table of the pass with ``profile``."""
+    import numpy as np
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    torch.manual_seed(0)  # the same new head in every variant
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    args = TrainingArguments(
+        output_dir=out,
+        per_device_eval_batch_size=batch_size,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    collator = DataCollatorWithPadding(
+        tokenizer,
+        **(
+            {"padding": "max_length", "max_length": len(max(data, key=len))}
+            if pad == "max_length"
+            else {}
+        ),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        eval_dataset=data,
+        data_collator=collator,
+        compute_metrics=lambda p: {
+            "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
+        },
+    )
+    if profile:
+        with profiler(activities=[ProfilerActivity.CPU]) as prof:
+            trainer.evaluate()
+        return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
+    t = time.perf_counter()
+    metrics = trainer.evaluate()
+    return time.perf_counter() - t, metrics["eval_loss"], metrics["eval_accuracy"]
+
+
+def evaluation(a: argparse.Namespace, path: str, tokenizer) -> dict:
+    """Seconds of the validation pass at each evaluation batch size / padding."""
+    from uncertainty_lr.hf_backend import EVAL_BATCH_SIZE, encode_reviews
+
+    reviews = load_imdb_reviews(train_subset=32)
+    n = a.eval_reviews
+    data = encode_reviews(
+        tokenizer, reviews.val_text[:n], reviews.val_label[:n], a.eval_length, "head_tail"
+    )
+    by_length = sorted(data, key=lambda r: len(r["input_ids"]))
+    lengths = sorted(len(r["input_ids"]) for r in data)
+    variants = {
+        f"batch {b}": (b, "longest", data) for b in sorted({32, 64, 128, 256, EVAL_BATCH_SIZE})
+    }
+    variants[f"batch {EVAL_BATCH_SIZE}, sorted by length"] = (EVAL_BATCH_SIZE, "longest", by_length)
+    variants[f"batch {EVAL_BATCH_SIZE}, padded to {a.eval_length}"] = (
+        EVAL_BATCH_SIZE,
+        "max_length",
+        data,
+    )
+    seconds = {name: [] for name in variants}
+    scores = {}
+    with tempfile.TemporaryDirectory() as out:
+        names = list(variants)
+        for r in range(a.repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                t, loss, acc = eval_pass(
+                    path, tokenizer, variants[name][2], *variants[name][:2], out
+                )
+                seconds[name].append(t)
+                scores[name] = {"loss": loss, "accuracy": acc}
+                print(f"round {r + 1} {name:32s} {t:7.2f} s", flush=True)
+        table = eval_pass(path, tokenizer, data, EVAL_BATCH_SIZE, "longest", out, profile=True)
+    base = statistics.median(seconds[f"batch {EVAL_BATCH_SIZE}"])
+    print(
+        f"\nvalidation pass, {n} IMDB reviews (tokens: median {lengths[n // 2]}, "
+        f"{sum(x < a.eval_length for x in lengths)} of {n} under {a.eval_length}), "
+        f"{a.threads} thread(s), {a.repeats} rounds; backend's batch {EVAL_BATCH_SIZE}:"
+    )
+    for name, v in seconds.items():
+        mid = statistics.median(v)
+        print(
+            f"  {name:32s} median {mid:6.2f} s  x{mid / base:.3f}  rounds {' '.join(f'{x:.2f}' for x in v)}  loss {scores[name]['loss']!r} "
+            f"accuracy {scores[name]['accuracy']!r}"
+        )
+    print(f"\nprofile of one pass at batch {EVAL_BATCH_SIZE}, top by self CPU time:\n{table}")
+    return {
+        "seconds": seconds,
+        "scores": scores,
+        "eval_batch_size": EVAL_BATCH_SIZE,
+        "reviews": n,
+        "max_length": a.eval_length,
+        "profile": table,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("train", "eval", "both"), default="both")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per arm")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-reviews", type=int, default=256)
+    parser.add_argument("--eval-length", type=int, default=128)
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -114,13 +237,20 @@ def main() -> None:
 
     path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    if a.part in ("eval", "both"):
+        result = evaluation(a, path, tokenizer)
+        (out_dir / "bench_trainer_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if a.part == "eval":
+        return
     reviews = load_imdb_reviews(train_subset=BATCH * a.steps)
     data = encode_reviews(tokenizer, reviews.train_text, reviews.train_label, 128, "head_tail")
     rates: dict[str, list[float]] = {"plain": [], "uncertainty": []}
     with tempfile.TemporaryDirectory() as out:
         for r in range(a.repeats):
             # ABBA order: neither arm always runs first in a round
-            for arm in (("plain", "uncertainty") if r % 2 == 0 else ("uncertainty", "plain")):
+            for arm in ("plain", "uncertainty") if r % 2 == 0 else ("uncertainty", "plain"):
                 rates[arm].append(run_arm(arm, path, tokenizer, data, a.steps, out))
                 print(f"{arm}: {rates[arm][-1]:.2f} samples/s", flush=True)
     median = {arm: statistics.median(r) for arm, r in rates.items()}
@@ -140,8 +270,6 @@ def main() -> None:
         "torch": torch.__version__,
     }
     print(json.dumps(result, indent=2))
-    out_dir = Path(__file__).resolve().parent / "out"
-    out_dir.mkdir(exist_ok=True)
     (out_dir / "bench_trainer.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -97,6 +97,45 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     assert (tmp_path / "history.csv").exists()
 
 
+def test_divergence_found_at_a_later_read_counts_from_its_own_step(tmp_path, monkeypatch):
+    """The host reads the per-step values every few steps: a NaN image met at step 12
+    of 20 stops the run at step 12 whether the loss is read after every step (a row
+    per step) or only at the end of the epoch."""
+    from uncertainty_lr import training
+
+    real = training.DATASETS["mnist"]
+
+    def poisoned(s):
+        data = real(s)
+        data.x_train[443] = float("nan")  # in the batch of step 12 in seed 0's order
+        return data
+
+    monkeypatch.setitem(training.DATASETS, "mnist", poisoned)
+    runs = [
+        train_classifier(
+            settings(epochs=1, sample_every_steps=k, eval_every_steps=0), tmp_path / f"{k}"
+        )
+        for k in (1, 0)
+    ]
+    for m in runs:
+        assert m["status"] == "diverged" and m["steps"] == 12 and m["diverged_at_epoch"] == 0.6
+    assert runs[0]["final_lr"] == runs[1]["final_lr"]
+
+
+def test_pending_steps_read_the_values_item_would_give():
+    import torch
+
+    from uncertainty_lr.training import _PendingSteps
+
+    pending = _PendingSteps()
+    values = torch.randn(4, 3)
+    for k, (a, b, c) in enumerate(values):
+        pending.add(k, k / 4, a, b, c)
+    assert len(pending) == 4
+    assert pending.read() == [(k, k / 4, *(x.item() for x in row)) for k, row in enumerate(values)]
+    assert len(pending) == 0 and pending.read() == []
+
+
 KILL_SETTINGS = dict(
     scheduler="uncertainty-variance",
     epochs=3,

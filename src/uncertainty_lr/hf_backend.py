@@ -44,10 +44,12 @@ from uncertainty_lr.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_id
 from uncertainty_lr.distributed import is_main_process
 from uncertainty_lr.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr.metrics import classification_metrics
+from uncertainty_lr.precision import choose_precision
 from uncertainty_lr.pretrained import resolve_pretrained
 from uncertainty_lr.schedulers import SCHEDULERS, build_scheduler, effective_lrs, uncertainty_part
-from uncertainty_lr.tasks import VAL_METRICS
+from uncertainty_lr.tasks import PRIMARY_METRIC, VAL_METRICS
 from uncertainty_lr.training import (
+    ProgressLog,
     build_optimizer,
     finite_evaluation,
     finite_lrs,
@@ -150,10 +152,12 @@ def _make_recorder(
     metric_names: Sequence[str] = ("accuracy",),
     trace: TraceRecorder | None = None,
     scheduler: Any = None,
+    progress_log: ProgressLog | None = None,
 ):
-    """A ``TrainerCallback`` that writes the run's history rows (see module docs) and,
+    """A ``TrainerCallback`` that writes the run's history rows (see module docs),
     given a ``trace``, records the schedule's learning rates after every optimizer
-    step (:class:`~uncertainty_lr.controls.TraceRecorder`)."""
+    step (:class:`~uncertainty_lr.controls.TraceRecorder`), and given a
+    ``progress_log``, logs the run's progress (:class:`~uncertainty_lr.training.ProgressLog`)."""
     from transformers import TrainerCallback  # noqa: PLC0415
 
     class RunRecorder(TrainerCallback):
@@ -189,6 +193,8 @@ def _make_recorder(
         def on_step_end(self, args, state, control, optimizer=None, **kwargs):
             if trace is not None and optimizer is not None:
                 trace.record(optimizer, scheduler)  # after the Trainer's scheduler.step()
+            if progress_log is not None:
+                progress_log.update(state.global_step)
             if not math.isfinite(signals.last_values.get("grad_norm", 0.0)):
                 self._diverge(state, control, "gradient norm")
             elif optimizer is not None and not finite_lrs(optimizer):
@@ -235,6 +241,8 @@ def _make_recorder(
                 **{f"val_{m}": float(metrics[f"eval_{m}"]) for m in metric_names},
             }
             rows.append(row)
+            if progress_log is not None:
+                progress_log.update(state.global_step, row)
             if not finite_evaluation(row):
                 self._diverge(state, control, "validation loss or metric")
 
@@ -355,7 +363,7 @@ def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> 
         _check_window_order(w, p.label_ids)
         start_logits, end_logits = p.predictions[:2]
         answers = squad.postprocess_predictions(examples, w, start_logits, end_logits)
-        return squad.squad_scores(answers, examples)
+        return squad.squad_scores(answers, examples, strict=True)  # every question answered
 
     def test_metrics(prediction: Any) -> dict[str, Any]:
         loss = prediction.metrics.get("test_loss", math.nan)
@@ -464,6 +472,13 @@ def train_transformer(
     outputs are written all the same, every non-finite number in
     ``metrics.json`` as ``null``.
 
+    Precision: the settings' ``precision`` resolved for the device
+    (:func:`uncertainty_lr.precision.choose_precision`; ``auto``: bfloat16 autocast
+    where native), recorded in ``metrics.json`` as ``precision`` (used),
+    ``precision_requested`` and ``precision_reason``. Progress: a log line at most
+    every :func:`~uncertainty_lr.training.progress_interval` seconds
+    (:class:`~uncertainty_lr.training.ProgressLog`).
+
     Args:
         settings: the run's settings (``model="transformer"``, ``pretrained`` a hub id
             or folder, ``optimizer="adamw"`` as in the study plan).
@@ -500,6 +515,8 @@ def train_transformer(
     path = resolve_pretrained(s.pretrained, offline=s.offline)
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
+    precision, precision_reason = choose_precision(s.precision, device)  # after the threads
+    log.info("precision %s (%s)", precision, precision_reason)
 
     import transformers  # noqa: PLC0415
     from transformers import (  # noqa: PLC0415
@@ -574,8 +591,21 @@ def train_transformer(
         trace.load({**saved["trace"], "rows": [_row_from_json(r) for r in saved["trace"]["rows"]]})
     else:
         trace.record(optimizer, scheduler)
+    progress_log = ProgressLog(
+        total_steps,
+        f"val_{PRIMARY_METRIC[s.dataset]}",
+        done=int(rows[-1]["step"]) if rows else 0,
+        interval=None if is_main_process() else math.inf,  # the main process logs
+    )
     recorder = _make_recorder(
-        signals, steps_per_epoch, rows, seconds_before, VAL_METRICS[s.dataset], trace, scheduler
+        signals,
+        steps_per_epoch,
+        rows,
+        seconds_before,
+        VAL_METRICS[s.dataset],
+        trace,
+        scheduler,
+        progress_log,
     )
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 in distributed.launch workers
@@ -601,7 +631,7 @@ def train_transformer(
         seed=s.seed,
         data_seed=s.seed,
         use_cpu=device.type == "cpu",
-        bf16=s.precision == "bf16",
+        bf16=precision == "bf16",
         train_sampling_strategy="group_by_length" if s.group_by_length else "random",
         dataloader_num_workers=0,
         report_to="none",
@@ -655,7 +685,9 @@ def train_transformer(
         wall_seconds=time.perf_counter() - t_start,
         train_seconds=train_seconds,
         device=device,
+        precision=precision,
     )
+    metrics["precision_reason"] = precision_reason
     metrics["warmup_steps"] = warmup
     metrics["max_length"] = max_length
     metrics["pretrained_path"] = path

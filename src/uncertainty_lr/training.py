@@ -10,6 +10,7 @@ contract shared with the Trainer backend).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -90,12 +91,52 @@ def use_deterministic_kernels() -> None:
     the first cuBLAS call, so call this before any CUDA work), and
     ``torch.use_deterministic_algorithms(True, warn_only=True)``: an operation with
     no deterministic implementation warns instead of failing the run. See PyTorch's
-    "Reproducibility" notes.
+    "Reproducibility" notes. That mode also fills every new uninitialised tensor
+    (``torch.empty``) with NaN, tens of fills per LeNet-5 step; torch's documentation
+    of ``torch.utils.deterministic.fill_uninitialized_memory`` says a program that
+    never reads uninitialised memory stays deterministic without them, so they are
+    turned off (a run's results are the same bit for bit; see
+    ``benchmarks/bench_epoch.py`` for the time).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+REUSE_TRIM_THRESHOLD = 256 * 2**20
+"""Free memory (bytes) glibc keeps at the top of the heap before it returns any
+(:func:`reuse_freed_memory`)."""
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's ``malloc`` keep the memory a training step frees for the next step.
+
+    By default glibc serves large blocks with ``mmap`` and unmaps them when freed,
+    and gives the top of the heap back to the system once 128 KiB or more of it are
+    free, so each step's tensors of the same sizes are mapped again and fault their
+    pages in anew: about 540 page faults per LeNet-5 step and 12,000 per LSTM step
+    here, 8-15% of the step's CPU time, spent in the kernel. Here every block comes
+    from the heap (``M_MMAP_MAX = 0``) and up to :data:`REUSE_TRIM_THRESHOLD` bytes of
+    free heap are kept (``M_TRIM_THRESHOLD``); the peak memory barely moves (the
+    same tensors are alive at the peak). It changes where tensors lie, not what is
+    computed: results are the same. A process-wide setting, made once per process;
+    nothing is changed where the C library is not glibc.
+
+    Returns:
+        Whether the setting was made (glibc found).
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(
+        libc.mallopt(m_trim_threshold, REUSE_TRIM_THRESHOLD)
+    )
 
 
 @torch.inference_mode()
@@ -270,6 +311,120 @@ class _Window:
         }
 
 
+SYNC_EVERY_STEPS = 50
+"""Most optimizer steps between two host reads of the per-step values when neither a
+history row nor an evaluation asks for them sooner (:class:`_PendingSteps`)."""
+
+
+class _PendingSteps:
+    """Per-step values (loss, gradient norm, predictive variance) kept on the device
+    until the host needs them, then read for all pending steps at once: one host
+    synchronisation per read instead of three per step.
+
+    :meth:`add` keeps a step's three 0-d tensors (no synchronisation); :meth:`read`
+    returns ``(step, epoch, loss, grad_norm, variance)`` per step, in step order, the
+    values the Python floats ``.item()`` would give, and empties the buffer.
+    """
+
+    def __init__(self) -> None:
+        self.at: list[tuple[int, float]] = []  # (steps done before it, fractional epoch)
+        self.values: list[torch.Tensor] = []  # 3 per step, 0-d
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def add(self, step: int, epoch: float, *values: torch.Tensor) -> None:
+        """Keep the step's loss, gradient norm and predictive variance (0-d each)."""
+        self.at.append((step, epoch))
+        self.values += [v.detach() for v in values]
+
+    def read(self) -> list[tuple[int, float, float, float, float]]:
+        if not self.at:
+            return []
+        values = torch.stack(self.values).view(-1, 3).tolist()  # (n, 3); the one sync
+        out = [(*at, *v) for at, v in zip(self.at, values)]
+        self.at, self.values = [], []
+        return out
+
+
+PROGRESS_SECONDS_VARIABLE = "UNCERTAINTY_LR_PROGRESS_SECONDS"
+
+
+def progress_interval() -> float:
+    """Seconds between two progress lines of a run: the environment variable
+    ``UNCERTAINTY_LR_PROGRESS_SECONDS`` (default 30; 0: a line after every step).
+
+    Raises:
+        ConfigError: the variable is not a number >= 0.
+    """
+    text = os.environ.get(PROGRESS_SECONDS_VARIABLE, "30")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:  # NaN too
+        raise ConfigError(
+            f"{PROGRESS_SECONDS_VARIABLE} must be a number of seconds >= 0, got {text!r}"
+        )
+    return seconds
+
+
+class ProgressLog:
+    """A run's progress as one log line (INFO) at most every ``interval`` seconds, e.g.
+    ``progress: step 1200/5160 (23%), 14.2 steps/s, ETA 4m39s, last val_accuracy 0.9812``.
+
+    Call :meth:`update` after every optimizer step, and with the row after every
+    evaluation; a line is written at the first call ``interval`` seconds after the
+    previous line (or the start). Steps per second count this process's steps over
+    its time, evaluations included, so that the ETA includes the evaluations to come.
+
+    Args:
+        total_steps: the run's optimizer steps.
+        metric: the history column reported, e.g. ``"val_accuracy"``.
+        done: steps done before this process (a resumed run).
+        interval: seconds; default :func:`progress_interval`; ``math.inf``: no lines.
+    """
+
+    def __init__(
+        self, total_steps: int, metric: str, done: int = 0, interval: float | None = None
+    ) -> None:
+        self.total, self.metric, self.done = total_steps, metric, done
+        self.interval = progress_interval() if interval is None else interval
+        self.t0 = self.last_line = time.perf_counter()
+        self.value: float | None = None
+
+    def update(self, step: int, row: dict[str, Any] | None = None) -> None:
+        """Steps done so far; ``row``: an evaluation's history row (its ``metric``)."""
+        if row is not None and self.metric in row:
+            self.value = float(row[self.metric])
+        now = time.perf_counter()
+        if now - self.last_line < self.interval:
+            return
+        self.last_line = now
+        rate = (step - self.done) / max(now - self.t0, 1e-9)
+        eta = _clock((self.total - step) / rate) if rate > 0 else "unknown"
+        log.info(
+            "progress: step %d/%d (%d%%), %.3g steps/s, ETA %s, last %s %s",
+            step,
+            self.total,
+            100 * step // max(self.total, 1),
+            rate,
+            eta,
+            self.metric,
+            "none yet" if self.value is None else f"{self.value:.4f}",
+        )
+
+
+def _clock(seconds: float) -> str:
+    """``42s``, ``4m39s`` or ``2h05m``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def summarise_run(
     s: RunSettings,
     *,
@@ -288,6 +443,7 @@ def summarise_run(
     wall_seconds: float,
     train_seconds: float,
     device: torch.device,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """The ``metrics.json`` record of a run, shared by both training backends.
 
@@ -308,6 +464,8 @@ def summarise_run(
         wall_seconds: the whole run, data loading and test included (seconds).
         train_seconds: the training loop with its evaluations (seconds).
         device: where it ran (device-hours count GPUs on CUDA, threads on CPU).
+        precision: the precision it computed in (``"fp32"``, ``"bf16"``; the plain
+            backend: always ``"fp32"``), beside the settings' ``precision_requested``.
 
     Returns:
         The record, with every non-finite number (a diverged run's last
@@ -366,6 +524,8 @@ def summarise_run(
         "wall_seconds": wall_seconds,
         "train_seconds": train_seconds,
         "device": str(device),
+        "precision": precision,
+        "precision_requested": s.precision,
         "device_name": (
             torch.cuda.get_device_name(device)
             if device.type == "cuda"
@@ -407,6 +567,13 @@ def build_optimizer(
     (Schedule-Free, Prodigy: ``ScheduleSpec.optimizer``) replaces it, with the same
     decoupled weight decay groups (:func:`uncertainty_lr.schedulers.build_peer_optimizer`).
 
+    Adam and AdamW use torch's multi-tensor implementation (``foreach=True``), which
+    torch picks by itself only on CUDA. On the CPU it gives the same numbers, bit for
+    bit, as the per-parameter loop torch would otherwise use there, at a fraction of
+    the cost (about 8 ms instead of 19 ms per step for the LSTM's 2.6M-parameter
+    embedding; ``benchmarks/bench_epoch.py``). ``fused=True`` would be faster still,
+    but it rounds differently: results would change.
+
     Args:
         s: the run's settings.
         model: the model whose parameters are optimised.
@@ -434,9 +601,11 @@ def build_optimizer(
         except ValueError as err:
             raise ConfigError(str(err)) from err
     if s.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(), lr=s.lr, weight_decay=s.weight_decay, foreach=True
+        )
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(decay_groups(model, s.weight_decay), lr=s.lr)
+        return torch.optim.AdamW(decay_groups(model, s.weight_decay), lr=s.lr, foreach=True)
     raise ConfigError(f"unknown optimizer {s.optimizer!r}; valid: adam, adamw")
 
 
@@ -457,12 +626,19 @@ def train_classifier(
     evaluation. Schedule-Free's optimizer is switched to ``eval()`` for every
     evaluation and back to ``train()`` after it.
     Every arm logs both signals, so their traces can be compared across schedules.
+    The signals and the loss stay on the device; the host reads them for several
+    steps at once (before a history row, an evaluation or the
+    epoch's end, at least every :data:`SYNC_EVERY_STEPS` steps; every step for the
+    per-step schedules) and hands them to ``observe`` in step order, so the values
+    observed, logged and averaged are those of a read after every step.
     Evaluation on the validation split at step 0, then every ``eval_every_steps``
     optimizer steps (0: at the end of each epoch) and at the end of training; the
     test split is evaluated once, after the last epoch, with the final weights.
 
     Divergence: a non-finite training loss, gradient norm or learning rate (before
-    an optimizer step or after the schedule's epoch step), or a non-finite
+    an optimizer step or after the schedule's epoch step; a loss or norm found at a
+    later read counts from its own step: ``steps`` and ``diverged_at_epoch`` are
+    those of that step), or a non-finite
     validation loss or metric at any evaluation, stops the run with ``status:
     diverged`` and ``diverged_at_epoch``; the test split is not evaluated
     (``test: null``) and the outputs are written as for a completed run, every
@@ -508,6 +684,7 @@ def train_classifier(
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
     torch.set_flush_denormal(True)
+    reuse_freed_memory()
 
     data = DATASETS[s.dataset](s)
     x_train, y_train = data.x_train, data.y_train
@@ -534,6 +711,7 @@ def train_classifier(
         model = build_model(s.model, data.num_classes, **model_kwargs).to(device)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    params = list(model.parameters())  # once: model.parameters() walks the modules
     order_gen = torch.Generator().manual_seed(s.seed)
     optimizer = build_optimizer(s, model, run_steps=s.epochs * steps_per_epoch)
     # Schedule-Free keeps two parameter sequences: train() before training steps,
@@ -564,6 +742,7 @@ def train_classifier(
 
     rows: list[dict[str, Any]] = []
     window = _Window()
+    pending = _PendingSteps()
     train_seconds = 0.0  # training loop time before this process (resumed runs)
     step = 0
     start_epoch = 0
@@ -579,11 +758,49 @@ def train_classifier(
         rows, step, start_epoch = state["rows"], state["step"], state["epoch"]
         train_seconds = state["train_seconds"]
         log.info("resumed from %s at epoch %d (step %d)", ckpt_path, start_epoch, step)
+    progress_log = ProgressLog(s.epochs * steps_per_epoch, "val_accuracy", done=step)
 
     def diverge(epoch_float: float, what: str) -> None:
         nonlocal status, diverged_epoch
         status, diverged_epoch = "diverged", epoch_float
         log.warning("non-finite %s at step %d: run stopped as diverged", what, step)
+
+    def read_due(i: int) -> bool:
+        """Whether the host reads the pending values before step ``i`` of the epoch
+        takes its optimizer step: before a history row or an evaluation needs them,
+        at the end of the epoch (its evaluation and the schedule's decision), and at
+        least every :data:`SYNC_EVERY_STEPS` steps. Per-step schedules read every
+        step, as GreedyLR needs each loss, and a divergence found later would leave
+        a later rate in the outputs than the one of the step where it happened."""
+        done = step + 1
+        return (
+            per_step
+            or i + 1 == steps_per_epoch
+            or len(pending) >= SYNC_EVERY_STEPS
+            or (s.sample_every_steps > 0 and done % s.sample_every_steps == 0)
+            or (s.eval_every_steps > 0 and done % s.eval_every_steps == 0)
+        )
+
+    def read_pending() -> tuple[float, float, float] | None:
+        """Read the pending steps' values on the host, in step order: each is
+        observed by an uncertainty schedule and added to the window, as each step
+        did before. Returns the last step's (loss, gradient norm, variance), or None
+        if a loss or gradient norm is not finite: the run diverged at that step,
+        which ``step`` then counts as the steps done, as if it had stopped there
+        (the steps taken since change no output: a divergence stops the run before
+        any evaluation, checkpoint or schedule step)."""
+        nonlocal step
+        last = None
+        for k, at_epoch, loss_f, g_f, v_f in pending.read():
+            if not (math.isfinite(loss_f) and math.isfinite(g_f)):
+                step = k
+                diverge(at_epoch, "loss or gradient")
+                return None
+            if isinstance(scheduler, UncertaintyLR):
+                scheduler.observe(g_f if spec.signal == "grad_norm" else v_f)
+            window.add(loss_f, g_f, v_f)
+            last = (loss_f, g_f, v_f)
+        return last
 
     def record_eval(epoch_float: float, lr_used: dict[str, float]) -> bool:
         """Evaluate and append the row; False (the run diverged) when it is non-finite."""
@@ -604,6 +821,7 @@ def train_classifier(
             "val_accuracy": val_acc,
         }
         rows.append(row)
+        progress_log.update(step, row)
         log.info(
             "step %d epoch %.2f val_loss %.4f val_accuracy %.4f lr %.3g",
             step,
@@ -636,31 +854,35 @@ def train_classifier(
         )
         for i in bar:
             idx = perm[i * s.batch_size : (i + 1) * s.batch_size]
-            x, y = x_train[idx], y_train[idx]  # (B, 1, 28, 28) images or (B, T) ids; (B,)
-            logits = model(x)  # (B, C)
+            x, y = x_train.index_select(0, idx), y_train.index_select(0, idx)
+            logits = model(x)  # x: (B, 1, 28, 28) images or (B, T) ids; logits (B, C)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if s.max_grad_norm > 0:  # returns the norm before clipping
-                g = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+                g = torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
             else:
-                g = gradient_norm(model.parameters())
+                g = gradient_norm(params)
             v = predictive_variance(logits.detach())
-            loss_f, g_f, v_f = loss.item(), g.item(), v.item()
-            if not (math.isfinite(loss_f) and math.isfinite(g_f) and finite_lrs(optimizer)):
-                diverge(epoch + i / steps_per_epoch, "loss, gradient or learning rate")
-                break
-            if isinstance(scheduler, UncertaintyLR):
-                scheduler.observe(g_f if spec.signal == "grad_norm" else v_f)
+            pending.add(step, epoch + i / steps_per_epoch, loss, g, v)  # stays on the device
+            lrs_finite = finite_lrs(optimizer)  # host numbers: no synchronisation
+            if not lrs_finite or read_due(i):
+                last = read_pending()
+                if last is None:
+                    break
+                if not lrs_finite:
+                    diverge(epoch + i / steps_per_epoch, "learning rate")
+                    break
+                loss_f, g_f, v_f = last
             optimizer.step()
             step += 1
+            progress_log.update(step)
             if per_step and spec.metric == "train_loss":
                 scheduler.step(loss_f)  # GreedyLR
             elif per_step:
                 scheduler.step()  # per-step schedules; a plateau's warmup tick
             if per_step:
                 trace.record(optimizer, scheduler)
-            window.add(loss_f, g_f, v_f)
             if s.sample_every_steps and step % s.sample_every_steps == 0:
                 rows.append(
                     {

@@ -215,7 +215,9 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "warmup_steps": s.get("warmup_steps", 0),
         "warmup_ratio": s.get("warmup_ratio", 0.0),
         "max_grad_norm": s.get("max_grad_norm", 0.0),
-        "precision": s.get("precision", "fp32"),
+        # the precision the run used (older runs recorded only the settings' choice)
+        "precision": metrics.get("precision", s.get("precision", "fp32")),
+        "precision_requested": s.get("precision", "fp32"),
         "model_params": json.dumps(s.get("model_params", {}), sort_keys=True),
         "scheduler_params": json.dumps(s["scheduler_params"], sort_keys=True),
         "torch_version": metrics["versions"]["torch"],
