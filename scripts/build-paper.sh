@@ -3,12 +3,13 @@
 # tables (paper/generated/) and the figures. The paper rule of the pipeline and the
 # tests call this; extra arguments go to latexmk (e.g. -g to force a rebuild).
 # TeX runs confined, so that no text of a generated .tex can reach the machine:
-#  - in a scratch copy of those inputs, so that it can write (\openout) only there;
+#  - in a scratch copy of those inputs (figures included), so that it can write
+#    (\openout) only there;
 #    main.pdf is then moved into paper/ (temp file and rename);
 #  - openin_any=p / openout_any=p: no absolute path, no '..', no dot file;
 #  - shell_escape=f: no \write18 and no piped \input of any command;
-#  - the figures come through TEXINPUTS (graphicspath's ../figures is for builds by
-#    hand: refused under openin_any=p).
+#  - the figures are copied in too and found through TEXINPUTS (graphicspath's
+#    ../figures is for builds by hand: refused under openin_any=p).
 #  - SOURCE_DATE_EPOCH / FORCE_SOURCE_DATE: two builds of the same inputs are identical.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,8 +19,11 @@ trap 'cp -f "$scratch/main.log" "$root/paper/main.log" 2>/dev/null || true; rm -
 cp "$root/paper/main.tex" "$scratch/"
 [ -f "$root/paper/references.bib" ] && cp "$root/paper/references.bib" "$scratch/"
 [ -d "$root/paper/generated" ] && cp -R "$root/paper/generated" "$scratch/generated"
+[ -d "$root/figures" ] && cp -R "$root/figures" "$scratch/figures"
 export openin_any=p openout_any=p shell_escape=f
-export TEXINPUTS="$root/figures:${TEXINPUTS:-}"
+# relative, so that the PDF (pdfTeX records each included file's path) does not
+# depend on where the repository lies
+export TEXINPUTS="figures:${TEXINPUTS:-}"
 export SOURCE_DATE_EPOCH=1700000000 FORCE_SOURCE_DATE=1
 cd "$scratch"
 latexmk -pdf -interaction=nonstopmode -halt-on-error "$@" main.tex
