@@ -106,23 +106,27 @@ def use_deterministic_kernels() -> None:
 
 
 REUSE_TRIM_THRESHOLD = 256 * 2**20
-"""Free memory (bytes) glibc keeps at the top of the heap before it returns any
-(:func:`reuse_freed_memory`)."""
+"""Bytes of free memory glibc may keep at the top of the heap before it gives any
+back to the system (:func:`reuse_freed_memory`; twice the 128 MiB that already kept
+the LSTM's faults to a few hundred per step)."""
 
 
 def reuse_freed_memory() -> bool:
     """Make glibc's ``malloc`` keep the memory a training step frees for the next step.
 
-    By default glibc serves large blocks with ``mmap`` and unmaps them when freed,
-    and gives the top of the heap back to the system once 128 KiB or more of it are
-    free, so each step's tensors of the same sizes are mapped again and fault their
-    pages in anew: about 540 page faults per LeNet-5 step and 12,000 per LSTM step
-    here, 8-15% of the step's CPU time, spent in the kernel. Here every block comes
-    from the heap (``M_MMAP_MAX = 0``) and up to :data:`REUSE_TRIM_THRESHOLD` bytes of
-    free heap are kept (``M_TRIM_THRESHOLD``); the peak memory barely moves (the
-    same tensors are alive at the peak). It changes where tensors lie, not what is
-    computed: results are the same. A process-wide setting, made once per process;
-    nothing is changed where the C library is not glibc.
+    By default glibc serves large blocks (above 128 KiB, a threshold it raises up to
+    32 MiB) with ``mmap`` and unmaps them when freed, and gives the top of the heap
+    back to the system once more than twice that threshold of it is free; so the
+    next step's tensors of the same sizes are mapped again and fault their pages in
+    anew. Measured here: 200-500 page faults per LeNet-5 step in a loop of steps,
+    12,000 per LSTM step (its buffers exceed 32 MiB), the kernel's time for them
+    15-20% of the LSTM step. With this setting every block comes from the heap
+    (``M_MMAP_MAX = 0``) and up to :data:`REUSE_TRIM_THRESHOLD` bytes of free heap
+    are kept (``M_TRIM_THRESHOLD``): a few hundred faults per LSTM step, none per
+    LeNet-5 step. It changes where tensors lie, not what is computed: results are
+    the same, and the peak memory moves little (the same tensors are alive at the
+    peak). A process-wide setting; nothing is changed where the C library is not
+    glibc.
 
     Returns:
         Whether the setting was made (glibc found).
@@ -570,8 +574,8 @@ def build_optimizer(
     Adam and AdamW use torch's multi-tensor implementation (``foreach=True``), which
     torch picks by itself only on CUDA. On the CPU it gives the same numbers, bit for
     bit, as the per-parameter loop torch would otherwise use there, at a fraction of
-    the cost (about 8 ms instead of 19 ms per step for the LSTM's 2.6M-parameter
-    embedding; ``benchmarks/bench_epoch.py``). ``fused=True`` would be faster still,
+    the cost (8-10 ms instead of 19-20 ms per step for the LSTM with its
+    2.6M-parameter embedding; ``benchmarks/bench_epoch.py``). ``fused=True`` would be faster still,
     but it rounds differently: results would change.
 
     Args:
@@ -627,10 +631,10 @@ def train_classifier(
     evaluation and back to ``train()`` after it.
     Every arm logs both signals, so their traces can be compared across schedules.
     The signals and the loss stay on the device; the host reads them for several
-    steps at once (before a history row, an evaluation or the
-    epoch's end, at least every :data:`SYNC_EVERY_STEPS` steps; every step for the
-    per-step schedules) and hands them to ``observe`` in step order, so the values
-    observed, logged and averaged are those of a read after every step.
+    steps at once (before a history row, an evaluation or the epoch's end, at least
+    every :data:`SYNC_EVERY_STEPS` steps; every step for the per-step schedules) and
+    hands them to ``observe`` in step order, so the values observed, logged and
+    averaged are those a read after every step would give.
     Evaluation on the validation split at step 0, then every ``eval_every_steps``
     optimizer steps (0: at the end of each epoch) and at the end of training; the
     test split is evaluated once, after the last epoch, with the final weights.
@@ -638,11 +642,10 @@ def train_classifier(
     Divergence: a non-finite training loss, gradient norm or learning rate (before
     an optimizer step or after the schedule's epoch step; a loss or norm found at a
     later read counts from its own step: ``steps`` and ``diverged_at_epoch`` are
-    those of that step), or a non-finite
-    validation loss or metric at any evaluation, stops the run with ``status:
-    diverged`` and ``diverged_at_epoch``; the test split is not evaluated
-    (``test: null``) and the outputs are written as for a completed run, every
-    non-finite number in ``metrics.json`` as ``null``.
+    those of that step), or a non-finite validation loss or metric at any
+    evaluation, stops the run with ``status: diverged`` and ``diverged_at_epoch``;
+    the test split is not evaluated (``test: null``) and the outputs are written as
+    for a completed run, every non-finite number in ``metrics.json`` as ``null``.
 
     Args:
         settings: the run's :class:`~uncertainty_lr.config.RunSettings` (or a dict
