@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -425,16 +426,23 @@ def main() -> None:
         return
     import torch
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that the worktree goes
     with tempfile.TemporaryDirectory() as tmp:
         old_src = a.old_src
         if old_src is None:
             tree = Path(tmp) / "old"
-            subprocess.run(
+            made = subprocess.run(
                 ["git", "worktree", "add", "--detach", str(tree), a.old_commit],
                 cwd=REPO,
-                check=True,
+                check=False,
                 capture_output=True,
+                text=True,
             )
+            if made.returncode:
+                raise SystemExit(
+                    f"no worktree of {a.old_commit} ({made.stderr.strip()}); pass --old-src "
+                    "with the src folder of another checkout"
+                )
             old_src = tree / "src"
         try:
             result = measure(a, old_src)

@@ -20,17 +20,20 @@ median over rounds of the paired cost ``1 - uncertainty / plain``. No evaluation
 no checkpoints in either arm.
 
 The evaluation part (``--part eval``) times ``Trainer.evaluate`` over ``--eval-reviews``
-validation reviews (``--eval-length`` tokens, head + tail) with the backend's
-collator (``DataCollatorWithPadding``: each batch padded to its longest review) at
-several evaluation batch sizes, the backend's (``hf_backend.EVAL_BATCH_SIZE``)
-among them, and two variants of its batches: sorted by length (less padding) and
-padded to ``--eval-length`` (no dynamic padding). Rounds alternate the variants'
-order; each variant's median seconds, its ratio to the backend's, and the
+validation reviews (``--eval-length`` tokens, head + tail) in the backend's
+deterministic mode, with its collator (``DataCollatorWithPadding``: each batch padded
+to its longest review), at several evaluation batch sizes, the backend's
+(``hf_backend.EVAL_BATCH_SIZE``) among them, and three variants of its batches:
+sorted by length (less padding), padded to ``--eval-length`` (no dynamic padding),
+and with 073a0b7's NaN fill of every new tensor (``--reuse-freed-memory``: glibc
+keeps freed memory, as the plain engine has it). Rounds alternate the variants'
+order; each variant's median seconds, its ratio to 073a0b7's pass, and the
 validation loss and accuracy it gives (to the last digit: a batch's shape can
 change the rounding) are printed, with a torch.profiler table of one pass.
 
 Usage: python benchmarks/bench_trainer.py [--part train|eval|both] [--steps 12]
        [--repeats 3] [--threads 1] [--eval-reviews 256] [--eval-length 128]
+       [--clock wall|cpu] [--reuse-freed-memory]
 Writes benchmarks/out/bench_trainer.json (train) and bench_trainer_eval.json (eval).
 """
 
@@ -115,16 +118,26 @@ def run_arm(arm: str, path: str, tokenizer, data: list, steps: int, out: str) ->
 
 
 def eval_pass(
-    path: str, tokenizer, data: list, batch_size: int, pad: str, out: str, profile: bool = False
+    path: str,
+    tokenizer,
+    data: list,
+    batch_size: int,
+    pad_to: int,
+    out: str,
+    profile: bool = False,
+    cpu_clock: bool = False,
 ):
-    """One ``Trainer.evaluate`` over ``data``: (seconds, validation loss, accuracy), or
-    the torch.profiler table of the pass with ``profile``."""
+    """One ``Trainer.evaluate`` over ``data``, batches padded to their longest review
+    (``pad_to`` 0) or to ``pad_to`` tokens: (seconds, wall or with ``cpu_clock`` this
+    process's CPU time; validation loss; accuracy), or the torch.profiler table of
+    the pass with ``profile``."""
     import numpy as np
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
     from transformers import (
         AutoModelForSequenceClassification,
         DataCollatorWithPadding,
+        PrinterCallback,
         Trainer,
         TrainingArguments,
     )
@@ -138,14 +151,8 @@ def eval_pass(
         use_cpu=True,
         disable_tqdm=True,
     )
-    collator = DataCollatorWithPadding(
-        tokenizer,
-        **(
-            {"padding": "max_length", "max_length": len(max(data, key=len))}
-            if pad == "max_length"
-            else {}
-        ),
-    )
+    fixed = {"padding": "max_length", "max_length": pad_to} if pad_to else {}
+    collator = DataCollatorWithPadding(tokenizer, **fixed)
     trainer = Trainer(
         model=model,
         args=args,
@@ -155,18 +162,30 @@ def eval_pass(
             "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
         },
     )
+    trainer.remove_callback(PrinterCallback)  # no metrics printed by Trainer
     if profile:
         with profiler(activities=[ProfilerActivity.CPU]) as prof:
             trainer.evaluate()
         return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
-    t = time.perf_counter()
+    t = time.process_time() if cpu_clock else time.perf_counter()
     metrics = trainer.evaluate()
-    return time.perf_counter() - t, metrics["eval_loss"], metrics["eval_accuracy"]
+    seconds = (time.process_time() if cpu_clock else time.perf_counter()) - t
+    return seconds, metrics["eval_loss"], metrics["eval_accuracy"]
+
+
+OLD_EVAL_BATCH_SIZE = 64
+"""``hf_backend.EVAL_BATCH_SIZE`` at 073a0b7, the baseline of the ratios."""
 
 
 def evaluation(a: argparse.Namespace, path: str, tokenizer) -> dict:
-    """Seconds of the validation pass at each evaluation batch size / padding."""
+    """Seconds of the validation pass at each evaluation batch size / padding, in the
+    backend's deterministic mode (:func:`~uncertainty_lr.training.use_deterministic_kernels`)."""
     from uncertainty_lr.hf_backend import EVAL_BATCH_SIZE, encode_reviews
+    from uncertainty_lr.training import reuse_freed_memory, use_deterministic_kernels
+
+    use_deterministic_kernels()
+    if a.reuse_freed_memory:
+        reuse_freed_memory()
 
     reviews = load_imdb_reviews(train_subset=32)
     n = a.eval_reviews
@@ -175,45 +194,48 @@ def evaluation(a: argparse.Namespace, path: str, tokenizer) -> dict:
     )
     by_length = sorted(data, key=lambda r: len(r["input_ids"]))
     lengths = sorted(len(r["input_ids"]) for r in data)
-    variants = {
-        f"batch {b}": (b, "longest", data) for b in sorted({32, 64, 128, 256, EVAL_BATCH_SIZE})
-    }
-    variants[f"batch {EVAL_BATCH_SIZE}, sorted by length"] = (EVAL_BATCH_SIZE, "longest", by_length)
-    variants[f"batch {EVAL_BATCH_SIZE}, padded to {a.eval_length}"] = (
-        EVAL_BATCH_SIZE,
-        "max_length",
-        data,
-    )
+    sizes = sorted({16, 32, OLD_EVAL_BATCH_SIZE, 128, 256, EVAL_BATCH_SIZE})
+    variants = {f"batch {b}": (data, b, 0) for b in sizes}  # (reviews, batch, pad_to)
+    b = EVAL_BATCH_SIZE
+    old = f"batch {OLD_EVAL_BATCH_SIZE}, NaN fill (073a0b7)"
+    variants[old] = (data, OLD_EVAL_BATCH_SIZE, 0)
+    variants[f"batch {b}, sorted by length"] = (by_length, b, 0)
+    variants[f"batch {b}, padded to {a.eval_length}"] = (data, b, a.eval_length)
     seconds = {name: [] for name in variants}
     scores = {}
     with tempfile.TemporaryDirectory() as out:
         names = list(variants)
         for r in range(a.repeats):
             for name in names if r % 2 == 0 else names[::-1]:
+                # 073a0b7's deterministic mode filled every new tensor with NaN
+                torch.utils.deterministic.fill_uninitialized_memory = "NaN fill" in name
                 t, loss, acc = eval_pass(
-                    path, tokenizer, variants[name][2], *variants[name][:2], out
+                    path, tokenizer, *variants[name], out, cpu_clock=a.clock == "cpu"
                 )
                 seconds[name].append(t)
                 scores[name] = {"loss": loss, "accuracy": acc}
-                print(f"round {r + 1} {name:32s} {t:7.2f} s", flush=True)
-        table = eval_pass(path, tokenizer, data, EVAL_BATCH_SIZE, "longest", out, profile=True)
-    base = statistics.median(seconds[f"batch {EVAL_BATCH_SIZE}"])
+                print(f"round {r + 1} {name:28s} {t:7.2f} s", flush=True)
+        table = eval_pass(path, tokenizer, data, b, 0, out, profile=True)
+    base = statistics.median(seconds[old])
     print(
-        f"\nvalidation pass, {n} IMDB reviews (tokens: median {lengths[n // 2]}, "
-        f"{sum(x < a.eval_length for x in lengths)} of {n} under {a.eval_length}), "
-        f"{a.threads} thread(s), {a.repeats} rounds; backend's batch {EVAL_BATCH_SIZE}:"
+        f"\nvalidation pass, {n} IMDB reviews at most {a.eval_length} tokens (median "
+        f"{lengths[n // 2]}, {sum(x < a.eval_length for x in lengths)} shorter), "
+        f"{a.threads} thread(s), {a.repeats} rounds, {a.clock} clock, glibc keeping freed "
+        f"memory: {a.reuse_freed_memory}; the backend's batch: {b} "
+        f"(before: {OLD_EVAL_BATCH_SIZE}); ratio to 073a0b7's:"
     )
     for name, v in seconds.items():
         mid = statistics.median(v)
+        runs = " ".join(f"{x:.2f}" for x in v)
         print(
-            f"  {name:32s} median {mid:6.2f} s  x{mid / base:.3f}  rounds {' '.join(f'{x:.2f}' for x in v)}  loss {scores[name]['loss']!r} "
-            f"accuracy {scores[name]['accuracy']!r}"
+            f"  {name:28s} {mid:6.2f} s  x{mid / base:.3f}  rounds {runs}  "
+            f"loss {scores[name]['loss']!r} accuracy {scores[name]['accuracy']!r}"
         )
-    print(f"\nprofile of one pass at batch {EVAL_BATCH_SIZE}, top by self CPU time:\n{table}")
+    print(f"\nprofile of one pass at batch {b}, top by self CPU time:\n{table}")
     return {
         "seconds": seconds,
         "scores": scores,
-        "eval_batch_size": EVAL_BATCH_SIZE,
+        "eval_batch_size": b,
         "reviews": n,
         "max_length": a.eval_length,
         "profile": table,
@@ -228,6 +250,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-reviews", type=int, default=256)
     parser.add_argument("--eval-length", type=int, default=128)
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="eval part: wall or CPU time"
+    )
+    parser.add_argument(
+        "--reuse-freed-memory",
+        action="store_true",
+        help="eval part: call training.reuse_freed_memory() first, as the plain engine does",
+    )
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     os.environ["HF_HUB_OFFLINE"] = "1"

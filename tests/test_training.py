@@ -122,6 +122,14 @@ def test_divergence_found_at_a_later_read_counts_from_its_own_step(tmp_path, mon
     assert runs[0]["final_lr"] == runs[1]["final_lr"]
 
 
+def test_freed_memory_is_kept_where_the_c_library_is_glibc():
+    import platform
+
+    from uncertainty_lr.training import reuse_freed_memory
+
+    assert reuse_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
 def test_pending_steps_read_the_values_item_would_give():
     import torch
 

@@ -687,7 +687,6 @@ def train_classifier(
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
     torch.set_flush_denormal(True)
-    reuse_freed_memory()
 
     data = DATASETS[s.dataset](s)
     x_train, y_train = data.x_train, data.y_train
@@ -841,6 +840,7 @@ def train_classifier(
             trace.record(optimizer, scheduler)
         return True
 
+    reuse_freed_memory()  # after the data set's loading, whose temporaries it would keep
     t_loop = time.perf_counter()
     if switches_mode:
         optimizer.train()
