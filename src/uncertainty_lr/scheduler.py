@@ -182,8 +182,8 @@ class UncertaintyLR(LRScheduler):
     by a smaller factor below it); the bounds keep it from running away. With the
     default ``max_lr`` (the group's initial rate) an increase can only undo earlier
     decreases: to let the schedule raise the rate above where it started, give a
-    ``max_lr`` above it. The first time an increase is clipped away entirely while no
-    increase has yet taken effect, a warning is logged once.
+    ``max_lr`` above it. If the very first increase is clipped away entirely (the
+    rate is still at ``max_lr``), a warning is logged once.
 
     Call order (one decision per epoch, as in the study's PyTorch backend)::
 
