@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,6 +85,42 @@ def cpu_flags() -> frozenset[str] | None:
         if key.strip() == "flags":
             return frozenset(value.split())
     return None
+
+
+def cpu_kind() -> dict[str, Any]:
+    """What a run's speed depends on, for the record of each run (``metrics.json``'s
+    ``host.cpu``) and the per-run time table (``benchmarks/run_times.csv``).
+
+    Returns:
+        ``model`` (``/proc/cpuinfo``'s ``model name``, or ``platform.processor()``),
+        ``capability`` (ATen's vector kernels, ``torch.backends.cpu.
+        get_cpu_capability()``: ``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, ...),
+        ``isa_cap`` (``"ONEDNN_MAX_CPU_ISA=AVX2"`` or None), ``native_bf16_flags``
+        (those of :data:`NATIVE_BF16_FLAGS` the CPU lists; None where no flags are
+        listed) and ``kind``: ``"<capability>"`` plus ``"+bf16"`` where native
+        bfloat16 is listed and not capped away, e.g. ``"AVX2"``, ``"AVX512+bf16"``.
+    """
+    model = None
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    native = None if flags is None else [f for f in NATIVE_BF16_FLAGS if f in flags]
+    cap = isa_cap()
+    capability = torch.backends.cpu.get_cpu_capability()
+    bf16 = bool(native) and not (cap is not None and cap[1] in ISAS_BELOW_BF16)
+    return {
+        "model": model or platform.processor() or platform.machine(),
+        "capability": capability,
+        "isa_cap": None if cap is None else f"{cap[0]}={cap[1]}",
+        "native_bf16_flags": native,
+        "kind": capability + ("+bf16" if bf16 and capability != "DEFAULT" else ""),
+    }
 
 
 def isa_cap() -> tuple[str, str] | None:

@@ -38,6 +38,7 @@ from uncertainty_lr.io import atomic_open, atomic_write_csv, atomic_write_json, 
 from uncertainty_lr.metrics import classification_metrics, time_to_target
 from uncertainty_lr.models import build_model
 from uncertainty_lr.paths import repo_root
+from uncertainty_lr.precision import cpu_kind
 from uncertainty_lr.schedulers import (
     SCHEDULERS,
     UncertaintyLR,
@@ -545,6 +546,7 @@ def summarise_run(
         "host": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
+            "cpu": cpu_kind(),
             "argv0": Path(sys.argv[0]).name,
         },
         "settings": s.to_dict(),

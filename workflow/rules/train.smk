@@ -17,6 +17,9 @@ rule train:
     priority: train_priority
     log:
         f"{RESULTS}/logs/train/{{task}}/{{scheduler}}/seed{{seed}}.log",
+    # the job's wall seconds, papermill's kernel start included (benchmarks/run_times.csv)
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{task}}/{{scheduler}}/seed{{seed}}.tsv"
     threads: config["threads_per_run"]
     resources:
         gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
@@ -51,6 +54,8 @@ rule train_sensitivity:
         parameters=sensitivity_parameters,
     log:
         f"{RESULTS}/logs/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}.tsv"
     threads: config["threads_per_run"]
     resources:
         gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
