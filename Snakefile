@@ -12,14 +12,14 @@ sys.path.insert(0, os.path.abspath("src"))  # the project, also where it is not 
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from uncertainty_lr.config import (
+from uncertainty_lr_study.config import (
     ConfigError,
     planned_runs,
     preflight,
     sensitivity_runs,
     validate_config,
 )
-from uncertainty_lr.paths import export_source_path
+from uncertainty_lr_study.paths import aggregate_dir, export_source_path
 
 # The default config, unless one is given with --configfile (the `configfile:`
 # directive would merge the two, leaking the default's tasks into other configs).
@@ -39,6 +39,7 @@ export_source_path()
 # `offline: true` travels in each run's settings: the job sets HF_HUB_OFFLINE itself.
 
 RESULTS = config["results_dir"]
+AGGREGATE = str(aggregate_dir(RESULTS))
 RUNS = planned_runs(config)  # task x scheduler x seed (a task may reduce its grid)
 SENSITIVITY_RUNS = sensitivity_runs(config)  # task x scheduler x point x seed
 

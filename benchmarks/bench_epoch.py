@@ -5,7 +5,7 @@ Three arms time one training epoch each, one thread, on the CPU (as the pipeline
 runs jobs), for ``--task mnist`` (LeNet-5, all 55,000 training images) or ``--task
 lstm`` (the IMDB LSTM of the default config on ``--train-subset`` reviews):
 
-- ``engine``: this checkout's :func:`uncertainty_lr.training.train_classifier` with the
+- ``engine``: this checkout's :func:`uncertainty_lr_study.training.train_classifier` with the
   ``uncertainty-variance`` schedule (both signals, history rows, divergence checks),
   from the end of its step-0 validation to the end of the validation after the epoch
   (its history's ``seconds``): one epoch and one validation pass;
@@ -66,7 +66,7 @@ LSTM = {
 
 
 def settings(task: str, train_subset: int, **kw):
-    from uncertainty_lr.config import RunSettings
+    from uncertainty_lr_study.config import RunSettings
 
     base = {
         "task": "mnist",
@@ -96,7 +96,7 @@ def engine_epoch(s, out: Path) -> float:
     """Seconds from the end of the step-0 validation to the end of the last one."""
     import pandas as pd
 
-    from uncertainty_lr.training import train_classifier
+    from uncertainty_lr_study.training import train_classifier
 
     train_classifier(s, out)
     evals = pd.read_csv(out / "history.csv").query("kind == 'eval'")
@@ -110,7 +110,7 @@ def plain_epoch(s, data, test: bool = True) -> float:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
-    from uncertainty_lr.models import build_model
+    from uncertainty_lr_study.models import build_model
 
     n_train, n_val = s.train_subset or len(data.x_train), s.val_subset or len(data.x_val)
     train = TensorDataset(data.x_train[:n_train], data.y_train[:n_train])
@@ -148,7 +148,7 @@ def profile_table(arm: str, run, rows: int, classes: int) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from uncertainty_lr import training
+    from uncertainty_lr_study import training
 
     real = training.evaluate
     if arm != "plain":
@@ -169,7 +169,7 @@ def worker(a: argparse.Namespace) -> None:
     import torch
 
     import uncertainty_lr
-    from uncertainty_lr import tasks
+    from uncertainty_lr_study import tasks
 
     reply, sys.stdout = sys.stdout, sys.stderr  # the engine's output stays off the pipe
     torch.set_num_threads(threads)
@@ -215,7 +215,7 @@ def adam_variants(task: str, threads: int, steps: int = 20) -> dict[str, dict[st
     ``steps`` steps on the same gradients give the default's weights bit for bit."""
     import torch
 
-    from uncertainty_lr.models import LeNet5, LSTMClassifier
+    from uncertainty_lr_study.models import LeNet5, LSTMClassifier
 
     torch.set_num_threads(threads)
     make = LeNet5 if task == "mnist" else (lambda: LSTMClassifier(vocab_size=20000))
@@ -328,8 +328,8 @@ def measure(a: argparse.Namespace, old_src: Path) -> dict:
 
 def papermill_overhead(tmp: Path) -> tuple[float, float]:
     """(papermill seconds, in-process seconds) of the same tiny run."""
-    from uncertainty_lr.config import RunSettings
-    from uncertainty_lr.training import train_classifier
+    from uncertainty_lr_study.config import RunSettings
+    from uncertainty_lr_study.training import train_classifier
 
     tiny = settings("mnist", 320).to_dict()
     t = time.perf_counter()

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from uncertainty_lr import UncertaintyLR
-from uncertainty_lr.data import load_mnist
-from uncertainty_lr.models import LeNet5
-from uncertainty_lr.paths import repo_root
+from uncertainty_lr_study.data import load_mnist
+from uncertainty_lr_study.models import LeNet5
+from uncertainty_lr_study.paths import repo_root
 from uncertainty_lr.signals import (
     gradient_norm,
     loss_variance,

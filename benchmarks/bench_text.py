@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from uncertainty_lr.models import LSTMClassifier
-from uncertainty_lr.pretrained import resolve_pretrained
+from uncertainty_lr_study.models import LSTMClassifier
+from uncertainty_lr_study.pretrained import resolve_pretrained
 
 
 def median_step_seconds(step, steps: int) -> float:

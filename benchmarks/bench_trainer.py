@@ -49,8 +49,8 @@ from pathlib import Path
 
 import torch
 
-from uncertainty_lr.data.imdb import load_imdb_reviews
-from uncertainty_lr.pretrained import resolve_pretrained
+from uncertainty_lr_study.data.imdb import load_imdb_reviews
+from uncertainty_lr_study.pretrained import resolve_pretrained
 
 BATCH = 32
 
@@ -65,7 +65,7 @@ def run_arm(arm: str, path: str, tokenizer, data: list, steps: int, out: str) ->
     )
 
     from uncertainty_lr.integrations.hf import UncertaintyCallback
-    from uncertainty_lr.schedulers import build_scheduler, uncertainty_part
+    from uncertainty_lr_study.schedulers import build_scheduler, uncertainty_part
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
@@ -179,9 +179,9 @@ OLD_EVAL_BATCH_SIZE = 64
 
 def evaluation(a: argparse.Namespace, path: str, tokenizer) -> dict:
     """Seconds of the validation pass at each evaluation batch size / padding, in the
-    backend's deterministic mode (:func:`~uncertainty_lr.training.use_deterministic_kernels`)."""
-    from uncertainty_lr.hf_backend import EVAL_BATCH_SIZE, encode_reviews
-    from uncertainty_lr.training import reuse_freed_memory, use_deterministic_kernels
+    backend's deterministic mode (:func:`~uncertainty_lr_study.training.use_deterministic_kernels`)."""
+    from uncertainty_lr_study.hf_backend import EVAL_BATCH_SIZE, encode_reviews
+    from uncertainty_lr_study.training import reuse_freed_memory, use_deterministic_kernels
 
     use_deterministic_kernels()
     if a.reuse_freed_memory:
@@ -263,7 +263,7 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoTokenizer
 
-    from uncertainty_lr.hf_backend import encode_reviews
+    from uncertainty_lr_study.hf_backend import encode_reviews
 
     path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -31,7 +31,7 @@ from transformers import (
 
 from uncertainty_lr import UncertaintyLR
 from uncertainty_lr.integrations.hf import UncertaintyCallback
-from uncertainty_lr.pretrained import resolve_pretrained
+from uncertainty_lr_study.pretrained import resolve_pretrained
 
 IMDB = Path(__file__).resolve().parents[1] / "data" / "raw" / "imdb"
 

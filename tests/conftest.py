@@ -81,7 +81,7 @@ def tiny_checkpoint(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from uncertainty_lr.pretrained import resolve_pretrained
+    from uncertainty_lr_study.pretrained import resolve_pretrained
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(

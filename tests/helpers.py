@@ -1,7 +1,7 @@
 """Helpers shared by test modules (importable as ``helpers``: pytest puts tests/ on
 sys.path)."""
 
-from uncertainty_lr.config import RunSettings
+from uncertainty_lr_study.config import RunSettings
 
 
 def mnist_settings(**overrides) -> RunSettings:

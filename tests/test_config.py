@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from uncertainty_lr.config import (
+from uncertainty_lr_study.config import (
     ConfigError,
     RunSettings,
     load_config,
@@ -11,10 +11,10 @@ from uncertainty_lr.config import (
     resolve_run,
     validate_config,
 )
-from uncertainty_lr.models import MODELS
-from uncertainty_lr.paths import repo_root
-from uncertainty_lr.schedulers import SCHEDULERS
-from uncertainty_lr.tasks import DATA_CHECKS, HF_MODELS, TRAIN_SIZES
+from uncertainty_lr_study.models import MODELS
+from uncertainty_lr_study.paths import repo_root
+from uncertainty_lr_study.schedulers import SCHEDULERS
+from uncertainty_lr_study.tasks import DATA_CHECKS, HF_MODELS, TRAIN_SIZES
 
 CONFIGS = ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"]
 
@@ -27,7 +27,7 @@ def test_shipped_configs_are_valid(name):
 
 
 def test_schema_names_every_registry_method_and_smoke_runs_each_on_mnist():
-    from uncertainty_lr.config import load_schema, task_schedulers
+    from uncertainty_lr_study.config import load_schema, task_schedulers
 
     assert load_schema()["$defs"]["scheduler"]["enum"] == list(SCHEDULERS)
     smoke = load_config(repo_root() / "config/smoke.yaml")
@@ -114,7 +114,7 @@ def test_resolve_run_rejects_names_outside_the_config():
 
 
 def test_preflight_catches_what_the_schema_cannot(tmp_path, monkeypatch):
-    from uncertainty_lr.config import preflight
+    from uncertainty_lr_study.config import preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
     preflight(config)  # the shipped config passes
@@ -135,7 +135,7 @@ def test_preflight_catches_what_the_schema_cannot(tmp_path, monkeypatch):
 def test_preflight_checks_the_data_files(tmp_path, monkeypatch):
     import shutil
 
-    from uncertainty_lr.config import preflight
+    from uncertainty_lr_study.config import preflight
 
     root = tmp_path / "repo"
     shutil.copytree(repo_root() / "data", root / "data")
@@ -164,7 +164,7 @@ def test_unknown_scheduler_name_is_called_unknown():
 
 
 def test_preflight_checks_models_against_their_tasks():
-    from uncertainty_lr.config import preflight
+    from uncertainty_lr_study.config import preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
     lstm, bert = config["tasks"]["imdb-lstm"], config["tasks"]["imdb-minilm"]
@@ -186,7 +186,7 @@ def test_preflight_checks_models_against_their_tasks():
 
 
 def test_a_task_may_reduce_the_grid():
-    from uncertainty_lr.config import planned_runs
+    from uncertainty_lr_study.config import planned_runs
 
     config = load_config(repo_root() / "config/config.yaml")
     runs = planned_runs(config)
@@ -213,7 +213,7 @@ def test_notebook_parameters_are_checked_before_papermill():
     import subprocess
     import sys
 
-    from uncertainty_lr.experiment import check_parameters
+    from uncertainty_lr_study.experiment import check_parameters
 
     good = "{config_file: config/smoke.yaml, task: imdb-lstm, scheduler: step, seed: 0}"
     assert check_parameters(good).task == "imdb-lstm"
@@ -225,7 +225,7 @@ def test_notebook_parameters_are_checked_before_papermill():
     with pytest.raises(ConfigError, match="outdir: unknown parameter"):
         check_parameters("{outdir: x}")
     proc = subprocess.run(
-        [sys.executable, "-m", "uncertainty_lr.experiment", "check-parameters", "{progress: 1}"],
+        [sys.executable, "-m", "uncertainty_lr_study.experiment", "check-parameters", "{progress: 1}"],
         capture_output=True,
         text=True,
     )
@@ -234,7 +234,7 @@ def test_notebook_parameters_are_checked_before_papermill():
 
 
 def test_preflight_checks_options_against_the_data_and_the_run():
-    from uncertainty_lr.config import preflight
+    from uncertainty_lr_study.config import preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
     mnist, lstm, bert, qa = (
@@ -267,7 +267,7 @@ def test_preflight_checks_options_against_the_data_and_the_run():
 
 
 def test_a_folder_that_does_not_exist_is_named_as_such():
-    from uncertainty_lr.pretrained import PretrainedError, resolve_pretrained
+    from uncertainty_lr_study.pretrained import PretrainedError, resolve_pretrained
 
     with pytest.raises(PretrainedError, match="folder './no/such' does not exist"):
         resolve_pretrained("./no/such", offline=False)
@@ -287,7 +287,7 @@ def test_a_folder_that_does_not_exist_is_named_as_such():
     ],
 )
 def test_notebook_parameters_of_the_wrong_shape_are_refused(parameters, message):
-    from uncertainty_lr.experiment import check_parameters
+    from uncertainty_lr_study.experiment import check_parameters
 
     with pytest.raises(ConfigError, match=message):
         check_parameters(parameters)
@@ -305,7 +305,7 @@ def test_run_settings_values_are_checked():
 
 
 def test_sensitivity_sweep_points_and_their_settings():
-    from uncertainty_lr.config import (
+    from uncertainty_lr_study.config import (
         preflight,
         resolve_sensitivity_run,
         sensitivity_points,
@@ -340,7 +340,7 @@ def test_sensitivity_sweep_points_and_their_settings():
 
 
 def test_peer_seeds_cut_the_peers_and_controls_only():
-    from uncertainty_lr.config import planned_runs, preflight
+    from uncertainty_lr_study.config import planned_runs, preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
     config["tasks"]["mnist"]["seeds"] = [0, 1, 2]
@@ -356,7 +356,7 @@ def test_peer_seeds_cut_the_peers_and_controls_only():
 
 
 def test_a_cross_seed_replay_reads_the_next_seed_of_its_source():
-    from uncertainty_lr.config import preflight
+    from uncertainty_lr_study.config import preflight
 
     config = load_config(repo_root() / "config/smoke.yaml")
     config["tasks"]["mnist"]["seeds"] = [0, 3, 7]
@@ -383,7 +383,7 @@ def test_the_longest_runs_are_scheduled_first(repo_copy, run_snakemake):
     # default pipeline; the training jobs carry the priority of their task's model
     import re
 
-    from uncertainty_lr.config import run_priority
+    from uncertainty_lr_study.config import run_priority
 
     config = load_config(repo_root() / "config/config.yaml")
     priorities = {task: run_priority(config, task) for task in config["tasks"]}

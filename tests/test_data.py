@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from uncertainty_lr.data import DataFileError, load_mnist
-from uncertainty_lr.data.mnist import FILES, MEAN, STD, read_idx
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.data import DataFileError, load_mnist
+from uncertainty_lr_study.data.mnist import FILES, MEAN, STD, read_idx
+from uncertainty_lr_study.paths import raw_data_dir
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from uncertainty_lr.data import DataFileError, load_mnist
-from uncertainty_lr.data.checksums import sha256
-from uncertainty_lr.data.imdb import load_imdb_reviews
-from uncertainty_lr.data.mnist import FILES as MNIST_FILES
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.data import DataFileError, load_mnist
+from uncertainty_lr_study.data.checksums import sha256
+from uncertainty_lr_study.data.imdb import load_imdb_reviews
+from uncertainty_lr_study.data.mnist import FILES as MNIST_FILES
+from uncertainty_lr_study.paths import raw_data_dir
 
 
 def copy_of(tmp_path: Path, dataset: str) -> Path:
@@ -46,7 +46,7 @@ def assert_refused(load, dataset: str, folder: Path, name: str, why: str) -> Non
     with pytest.raises(DataFileError, match=re.escape(str(folder / name)) + ".*" + why) as err:
         load(folder)
     assert "git checkout" in str(err.value)
-    from uncertainty_lr.data import check_data_content  # for the preflight (imported late)
+    from uncertainty_lr_study.data import check_data_content  # for the preflight (imported late)
 
     problems = check_data_content(dataset, folder)
     assert len(problems) == 1, problems
@@ -198,7 +198,7 @@ def test_integral_float_imdb_labels_are_accepted(tmp_path):
     labels = pq.read_table(path, columns=["label"])["label"].to_numpy()
     rewrite_labels(path, pa.array(labels.astype(np.float32)))
     reseal(folder)
-    from uncertainty_lr.data import check_data_content
+    from uncertainty_lr_study.data import check_data_content
 
     assert check_data_content("imdb", folder) == []
     assert np.array_equal(load_imdb_reviews(folder).test_label, load_imdb_reviews().test_label)
@@ -220,7 +220,7 @@ def test_imdb_text_that_is_not_text(tmp_path):
 
 
 def load_squad_at(folder):
-    from uncertainty_lr.data.squad import load_squad
+    from uncertainty_lr_study.data.squad import load_squad
 
     return load_squad(root=folder)
 
@@ -281,13 +281,13 @@ def test_broken_squad_file(tmp_path, fault, why):
 
 @pytest.mark.parametrize("dataset", ["mnist", "imdb", "squad"])
 def test_vendored_files_pass_the_content_checks(dataset):
-    from uncertainty_lr.data import check_data_content
+    from uncertainty_lr_study.data import check_data_content
 
     assert check_data_content(dataset) == []
 
 
 def test_every_bad_file_is_listed_and_unknown_datasets_refused(tmp_path):
-    from uncertainty_lr.data import check_data_content
+    from uncertainty_lr_study.data import check_data_content
 
     folder = copy_of(tmp_path, "mnist")
     (folder / MNIST_FILES["test_images"]).unlink()

@@ -160,7 +160,7 @@ def test_mc_dropout_probe_every_n_steps(tmp_path):
 def reviews(tiny_checkpoint):
     """64 training and 16 validation IMDB reviews, tokenized to 32 tokens by the tiny
     checkpoint's real WordPiece tokenizer."""
-    from uncertainty_lr.data.imdb import load_imdb_reviews
+    from uncertainty_lr_study.data.imdb import load_imdb_reviews
 
     data = load_imdb_reviews(train_subset=64, test_subset=1)
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)

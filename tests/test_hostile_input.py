@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from uncertainty_lr.analysis.tables import check_no_missing_numbers, tex_escape, write_tables
-from uncertainty_lr.check_config import main as check_config
-from uncertainty_lr.config import ConfigError, RunSettings, preflight, validate_config
-from uncertainty_lr.paths import repo_root
+from uncertainty_lr_study.analysis.tables import check_no_missing_numbers, tex_escape, write_tables
+from uncertainty_lr_study.check_config import main as check_config
+from uncertainty_lr_study.config import ConfigError, RunSettings, preflight, validate_config
+from uncertainty_lr_study.paths import repo_root
 from helpers import mnist_settings
 
 REPO = repo_root()
@@ -214,7 +214,7 @@ def test_the_paper_build_runs_no_command_and_writes_only_its_scratch_folder(tmp_
 
 @pytest.mark.pipeline
 def test_the_config_name_reaches_the_paper_as_text(smoke_repo, tmp_path):
-    from uncertainty_lr.analysis.__main__ import main as analysis_main
+    from uncertainty_lr_study.analysis.__main__ import main as analysis_main
 
     aggregate = smoke_repo / "results" / "smoke" / "aggregate"
     name = r"\input{/etc/hostname} $x$ 100% #1 ~a^b_c {}"
@@ -344,7 +344,7 @@ def test_a_template_config_is_refused_before_snakemake_reads_it(tmp_path, capsys
         ["make", "-n", "run", f"CONFIG={config}"], cwd=REPO, capture_output=True, text=True
     )
     lines = dry.stdout.splitlines()
-    check = next(i for i, x in enumerate(lines) if "uncertainty_lr.check_config" in x)
+    check = next(i for i, x in enumerate(lines) if "uncertainty_lr_study.check_config" in x)
     snake = next(i for i, x in enumerate(lines) if "snakemake --cores" in x)
     assert check < snake and str(config) in lines[check] and str(config) in lines[snake]
 
@@ -504,7 +504,7 @@ def test_deep_nesting_and_a_broken_checkpoint_config_are_named(tmp_path, capsys)
 
 
 def test_an_aggregate_table_without_its_columns_is_named_in_one_line(tmp_path, capsys):
-    from uncertainty_lr.analysis.__main__ import main as analysis_main
+    from uncertainty_lr_study.analysis.__main__ import main as analysis_main
 
     (tmp_path / "agg").mkdir()
     (tmp_path / "agg" / "runs.csv").write_text("task,scheduler\nmnist,step\n")

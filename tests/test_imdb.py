@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from uncertainty_lr.data import DataFileError
-from uncertainty_lr.data.checksums import sha256
-from uncertainty_lr.data.imdb import (
+from uncertainty_lr_study.data import DataFileError
+from uncertainty_lr_study.data.checksums import sha256
+from uncertainty_lr_study.data.imdb import (
     PAD_ID,
     UNK_ID,
     encode_reviews,
@@ -25,8 +25,8 @@ from uncertainty_lr.data.imdb import (
     train_word_tokenizer,
     truncate_ids,
 )
-from uncertainty_lr.models import LSTMClassifier
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.models import LSTMClassifier
+from uncertainty_lr_study.paths import raw_data_dir
 
 from helpers import transformer_settings
 
@@ -156,7 +156,7 @@ transformers = pytest.importorskip("transformers")
 def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_checkpoint):
     from transformers import AutoTokenizer
 
-    from uncertainty_lr.hf_backend import encode_reviews as encode_for_bert
+    from uncertainty_lr_study.hf_backend import encode_reviews as encode_for_bert
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     words = " ".join(f"w{i}" for i in range(200))
@@ -171,7 +171,7 @@ def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_chec
 
 
 def test_trainer_run_writes_the_run_contract_with_our_schedule(tiny_checkpoint, tmp_path):
-    from uncertainty_lr.hf_backend import train_transformer
+    from uncertainty_lr_study.hf_backend import train_transformer
 
     metrics = train_transformer(transformer_settings(tiny_checkpoint), tmp_path)
     assert metrics["status"] == "completed" and metrics["steps"] == 6
@@ -192,7 +192,7 @@ def test_trainer_run_writes_the_run_contract_with_our_schedule(tiny_checkpoint, 
 
 
 def test_trainer_run_feeds_the_uncertainty_schedule_per_evaluation_interval(tiny_checkpoint, tmp_path):
-    from uncertainty_lr.hf_backend import train_transformer
+    from uncertainty_lr_study.hf_backend import train_transformer
 
     settings = transformer_settings(
         tiny_checkpoint,
@@ -207,7 +207,7 @@ def test_trainer_run_feeds_the_uncertainty_schedule_per_evaluation_interval(tiny
 
 
 def test_offline_run_without_a_local_checkpoint_says_how_to_get_one():
-    from uncertainty_lr.pretrained import PretrainedError, resolve_pretrained
+    from uncertainty_lr_study.pretrained import PretrainedError, resolve_pretrained
 
     with pytest.raises(PretrainedError, match="make prepare.*data/models/bert-base-uncased"):
         resolve_pretrained("bert-base-uncased", offline=True)
@@ -219,7 +219,7 @@ def test_interrupted_trainer_run_resumes_from_its_last_checkpoint(tiny_checkpoin
     the same call again resumes there and ends as an uninterrupted run does."""
     from transformers import Trainer
 
-    from uncertainty_lr.hf_backend import train_transformer
+    from uncertainty_lr_study.hf_backend import train_transformer
 
     settings = transformer_settings(tiny_checkpoint, scheduler="uncertainty-variance", warmup_steps=0)
     whole = train_transformer(settings, tmp_path / "whole")
@@ -249,8 +249,8 @@ def test_interrupted_trainer_run_resumes_from_its_last_checkpoint(tiny_checkpoin
 
 def test_two_process_data_parallel_run_launched_from_the_library(tiny_checkpoint, tmp_path):
     """DDP on the CPU (2 gloo processes), launched the way the notebook does
-    (:func:`uncertainty_lr.experiment.run`): one set of outputs, the global batch kept."""
-    from uncertainty_lr.experiment import run
+    (:func:`uncertainty_lr_study.experiment.run`): one set of outputs, the global batch kept."""
+    from uncertainty_lr_study.experiment import run
 
     settings = transformer_settings(
         tiny_checkpoint, scheduler="uncertainty-gradnorm", warmup_steps=0, num_processes=2,

@@ -25,7 +25,7 @@ STEPS_PER_EPOCH = 512 // BATCH  # 16
 @pytest.fixture(scope="module")
 def mnist_512():
     """The first 512 images of the MNIST training split, standardised (512, 1, 28, 28)."""
-    from uncertainty_lr.data.mnist import load_mnist
+    from uncertainty_lr_study.data.mnist import load_mnist
 
     data = load_mnist()
     return torch.utils.data.TensorDataset(data.x_train[:512], data.y_train[:512])

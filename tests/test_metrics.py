@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from uncertainty_lr.metrics import (
+from uncertainty_lr_study.metrics import (
     classification_metrics,
     normalize_answer,
     squad_exact_match,
@@ -115,7 +115,7 @@ def test_squad_scores_take_the_max_over_golds_and_average_over_the_dataset():
 
 def test_squad_unanswered_questions_score_0_or_are_refused_in_strict_mode(caplog):
     golds = {"a": ["x"], "b": ["y"], "c": ["z"]}
-    with caplog.at_level(logging.WARNING, logger="uncertainty_lr.metrics"):
+    with caplog.at_level(logging.WARNING, logger="uncertainty_lr_study.metrics"):
         scores = squad_v1_scores({"a": "x"}, golds)
     assert scores == pytest.approx({"exact_match": 1 / 3, "f1": 1 / 3})
     assert "2 unanswered question(s) score 0: b, c" in caplog.text

@@ -8,10 +8,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from uncertainty_lr.analysis.figures import FIGURES
-from uncertainty_lr.config import load_config, planned_runs
-from uncertainty_lr.paths import repo_root
-from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr_study.analysis.figures import FIGURES
+from uncertainty_lr_study.config import load_config, planned_runs
+from uncertainty_lr_study.paths import repo_root
+from uncertainty_lr_study.schedulers import SCHEDULERS
 
 pytestmark = pytest.mark.pipeline
 
@@ -206,7 +206,7 @@ def test_two_builds_of_the_same_results_are_byte_identical(smoke_repo, tmp_path)
     import shutil
     import subprocess
 
-    from uncertainty_lr.analysis.__main__ import main as analysis_main
+    from uncertainty_lr_study.analysis.__main__ import main as analysis_main
 
     aggregate = smoke_repo / "results" / "smoke" / "aggregate"
     for i in (1, 2):

@@ -20,10 +20,10 @@ import pytest
 import torch
 import yaml
 
-from uncertainty_lr import precision
-from uncertainty_lr.config import ConfigError, RunSettings, load_config, resolve_run
-from uncertainty_lr.precision import choose_precision, resolve_precision
-from uncertainty_lr.training import ProgressLog, progress_interval, train_classifier
+from uncertainty_lr_study import precision
+from uncertainty_lr_study.config import ConfigError, RunSettings, load_config, resolve_run
+from uncertainty_lr_study.precision import choose_precision, resolve_precision
+from uncertainty_lr_study.training import ProgressLog, progress_interval, train_classifier
 
 from helpers import mnist_settings, transformer_settings
 
@@ -98,7 +98,7 @@ def test_an_isa_cap_below_avx512_core_bf16_makes_auto_fp32(
 def test_an_unknown_isa_cap_is_named(monkeypatch, no_caps, caplog):
     flags(monkeypatch, "avx512_bf16")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX3")
-    with caplog.at_level(logging.WARNING, logger="uncertainty_lr.precision"):
+    with caplog.at_level(logging.WARNING, logger="uncertainty_lr_study.precision"):
         assert resolve_precision("auto", CPU) == "bf16"
     assert "ONEDNN_MAX_CPU_ISA=AVX3 is not an ISA this project knows" in caplog.text
 
@@ -149,7 +149,7 @@ def test_cuda_needs_native_bf16_not_emulation(monkeypatch, major, expected):
 def test_fp32_and_bf16_are_forced(monkeypatch, no_caps, caplog):
     flags(monkeypatch)  # no native bfloat16
     assert choose_precision("fp32", CPU) == ("fp32", "fp32: set in the config")
-    with caplog.at_level(logging.WARNING, logger="uncertainty_lr.precision"):
+    with caplog.at_level(logging.WARNING, logger="uncertainty_lr_study.precision"):
         assert choose_precision("bf16", CPU) == ("bf16", "bf16: set in the config")
     assert "precision bf16 set in the config, but CPU without native bfloat16" in caplog.text
     flags(monkeypatch, "avx512_bf16")
@@ -162,7 +162,7 @@ def _resolve_in_subprocess(**env: str) -> tuple[str, str]:
     caps = (*precision.ISA_CAP_VARIABLES, "ATEN_CPU_CAPABILITY")
     clean = {k: v for k, v in os.environ.items() if k not in caps}
     code = (
-        "import torch; from uncertainty_lr.precision import choose_precision; "
+        "import torch; from uncertainty_lr_study.precision import choose_precision; "
         "print('|'.join(choose_precision('auto', torch.device('cpu'))))"
     )
     out = subprocess.run(
@@ -213,7 +213,7 @@ def test_progress_interval_comes_from_the_environment(monkeypatch, caplog):
         monkeypatch.setenv("UNCERTAINTY_LR_PROGRESS_SECONDS", bad)
         with pytest.raises(ConfigError, match="UNCERTAINTY_LR_PROGRESS_SECONDS must be"):
             progress_interval()
-    with caplog.at_level(logging.INFO, logger="uncertainty_lr.training"):
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.training"):
         quiet = ProgressLog(100, "val_accuracy", interval=math.inf)
         for step in range(1, 101):
             quiet.update(step)
@@ -223,7 +223,7 @@ def test_progress_interval_comes_from_the_environment(monkeypatch, caplog):
 def test_a_progress_line_has_every_field(caplog):
     progress = ProgressLog(5160, "val_accuracy", done=1000, interval=0)
     progress.t0 -= 200.0  # 200 s for the 200 steps of this process: 1 step/s
-    with caplog.at_level(logging.INFO, logger="uncertainty_lr.training"):
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.training"):
         progress.update(1200, {"val_accuracy": 0.98123, "val_loss": 0.1})
     (line,) = caplog.messages
     assert re.fullmatch(
@@ -234,7 +234,7 @@ def test_a_progress_line_has_every_field(caplog):
 
 def test_plain_run_logs_progress_and_records_fp32(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("UNCERTAINTY_LR_PROGRESS_SECONDS", "0")
-    with caplog.at_level(logging.INFO, logger="uncertainty_lr.training"):
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.training"):
         metrics = train_classifier(
             mnist_settings(train_subset=320, epochs=1, val_subset=200), tmp_path
         )
@@ -251,9 +251,9 @@ def test_plain_run_logs_progress_and_records_fp32(monkeypatch, caplog, tmp_path)
 def test_trainer_run_records_the_precision_it_used_and_logs_progress(
     tiny_checkpoint, monkeypatch, no_caps, caplog, tmp_path
 ):
-    from uncertainty_lr.analysis.aggregate import aggregate
-    from uncertainty_lr.analysis.tables import setup_tex
-    from uncertainty_lr.hf_backend import train_transformer
+    from uncertainty_lr_study.analysis.aggregate import aggregate
+    from uncertainty_lr_study.analysis.tables import setup_tex
+    from uncertainty_lr_study.hf_backend import train_transformer
 
     monkeypatch.setenv("UNCERTAINTY_LR_PROGRESS_SECONDS", "0")
     settings = transformer_settings(tiny_checkpoint, precision="auto")
@@ -261,7 +261,7 @@ def test_trainer_run_records_the_precision_it_used_and_logs_progress(
     for name, cpu_flags in (("without", ()), ("with", ("avx512_bf16",))):
         flags(monkeypatch, *cpu_flags)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="uncertainty_lr"):
+        with caplog.at_level(logging.INFO, logger="uncertainty_lr_study"):
             train_transformer(settings, tmp_path / name)
         results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
         lines = progress_lines(caplog.text)

@@ -13,7 +13,8 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from uncertainty_lr import SCHEDULERS, UncertaintyLR, build_scheduler, uncertainty_part
+from uncertainty_lr import UncertaintyLR, uncertainty_part
+from uncertainty_lr_study.schedulers import SCHEDULERS, build_scheduler
 
 
 def make_optimizer(lrs=(1.0,)):

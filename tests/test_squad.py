@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uncertainty_lr.data import DataFileError
-from uncertainty_lr.data.checksums import sha256
-from uncertainty_lr.data.squad import (
+from uncertainty_lr_study.data import DataFileError
+from uncertainty_lr_study.data.checksums import sha256
+from uncertainty_lr_study.data.squad import (
     DEV_SIZE,
     TRAIN_SIZE,
     VALIDATION_QUESTIONS,
@@ -26,7 +26,7 @@ from uncertainty_lr.data.squad import (
     squad_scores,
     tokenize_windows,
 )
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.paths import raw_data_dir
 
 from helpers import transformer_settings
 
@@ -42,7 +42,7 @@ def splits():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from uncertainty_lr.pretrained import resolve_pretrained
+    from uncertainty_lr_study.pretrained import resolve_pretrained
 
     return AutoTokenizer.from_pretrained(
         resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
@@ -175,7 +175,7 @@ def test_scores_average_over_questions_and_unanswered_ones_score_0():
 def test_the_dev_questions_where_empty_against_empty_can_occur(splits):
     # the only gold answers of the vendored data that normalise to empty: '.' in
     # three dev questions; an empty prediction there scores EM 1 and F1 0
-    from uncertainty_lr.metrics import normalize_answer
+    from uncertainty_lr_study.metrics import normalize_answer
 
     questions = splits.test + splits.val + splits.train
     empty = {e.id for e in questions if any(not normalize_answer(a) for a in e.answers)}
@@ -224,7 +224,7 @@ def test_postprocessing_picks_the_best_valid_span_across_two_windows():
 
 
 def test_bad_subsets_and_settings_are_refused_before_any_work():
-    from uncertainty_lr.config import ConfigError, RunSettings
+    from uncertainty_lr_study.config import ConfigError, RunSettings
 
     settings = qa_settings("checkpoint").to_dict()
     with pytest.raises(ValueError, match="train_subset must be an integer >= 0"):
@@ -326,7 +326,7 @@ def qa_settings(checkpoint, **overrides):
 
 
 def test_trainer_question_answering_run_writes_exact_match_and_f1(tiny_checkpoint, tmp_path):
-    from uncertainty_lr.hf_backend import train_transformer
+    from uncertainty_lr_study.hf_backend import train_transformer
 
     metrics = train_transformer(
         qa_settings(
@@ -359,7 +359,7 @@ def test_trainer_question_answering_run_writes_exact_match_and_f1(tiny_checkpoin
 
 
 def test_predictions_out_of_window_order_are_refused():
-    from uncertainty_lr.hf_backend import _check_window_order
+    from uncertainty_lr_study.hf_backend import _check_window_order
 
     features = [{"start_positions": s, "end_positions": e} for s, e in [(0, 0), (5, 7), (9, 9)]]
     windows = Windows(features=features, example_index=[0, 0, 1], offsets=[[], [], []])

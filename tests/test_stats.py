@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uncertainty_lr.analysis.stats import (
+from uncertainty_lr_study.analysis.stats import (
     median_ci,
     performance_profile,
     probability_of_improvement,
@@ -116,7 +116,7 @@ def _runs(rows):
 
 
 def test_comparison_against_the_best_baselines():
-    from uncertainty_lr.analysis.comparison import comparison, profile
+    from uncertainty_lr_study.analysis.comparison import comparison, profile
 
     rows = []
     for seed, t in enumerate([1000.0, 1200.0, 1100.0]):
@@ -145,7 +145,7 @@ def test_comparison_against_the_best_baselines():
 
 
 def test_a_control_verdict_says_which_arm_did_better():
-    from uncertainty_lr.analysis.tables import control_verdict
+    from uncertainty_lr_study.analysis.tables import control_verdict
 
     def runs(score, steps):
         return pd.DataFrame({"test_score": [score], "steps_to_target": [steps]})
@@ -159,7 +159,7 @@ def test_a_control_verdict_says_which_arm_did_better():
 
 
 def test_a_method_on_fewer_seeds_is_compared_on_the_seeds_it_ran():
-    from uncertainty_lr.analysis.comparison import comparison
+    from uncertainty_lr_study.analysis.comparison import comparison
 
     rows = [("mnist", "cosine", k, t, 0.99) for k, t in enumerate([1000.0, 1200.0, 1100.0])]
     rows.append(("mnist", "onecycle", 0, 500.0, 0.99))  # a peer on seed 0 only
@@ -169,7 +169,7 @@ def test_a_method_on_fewer_seeds_is_compared_on_the_seeds_it_ran():
 
 
 def test_profile_counts_only_the_tasks_a_method_ran_on():
-    from uncertainty_lr.analysis.comparison import profile
+    from uncertainty_lr_study.analysis.comparison import profile
 
     rows = [
         ("mnist", "cosine", 0, 100.0, 0.9),
@@ -182,8 +182,8 @@ def test_profile_counts_only_the_tasks_a_method_ran_on():
 
 
 def test_generated_text_ranks_the_methods_and_reports_the_controls():
-    from uncertainty_lr.analysis.comparison import comparison
-    from uncertainty_lr.analysis.tables import controls_text, ranking_text
+    from uncertainty_lr_study.analysis.comparison import comparison
+    from uncertainty_lr_study.analysis.tables import controls_text, ranking_text
 
     rows = []
     for seed in range(3):

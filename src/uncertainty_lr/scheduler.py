@@ -715,3 +715,15 @@ def _check_bounds(lows: Sequence[float], highs: Sequence[float], first: int = 0)
 
 
 __all__ = ["UncertaintyLR"]
+
+
+def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:
+    """The :class:`UncertaintyLR` that ``scheduler`` is or wraps (after a warmup, in
+    a ``SequentialLR``), to call ``observe`` on; None for the fixed schedules."""
+    if isinstance(scheduler, UncertaintyLR):
+        return scheduler
+    for inner in getattr(scheduler, "_schedulers", ()):
+        found = uncertainty_part(inner)
+        if found is not None:
+            return found
+    return None

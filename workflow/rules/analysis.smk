@@ -1,18 +1,18 @@
 # From run outputs to the aggregate table, the figures and the LaTeX tables.
 
-from uncertainty_lr.analysis.figures import FIGURES
+from uncertainty_lr_study.analysis.figures import FIGURES
 
 TABLES = ["comparison_table", "results_table", "setup", "numbers", "findings", "sensitivity"]
 
 
 rule aggregate:
     input:
-        [f"{RESULTS}/runs/{t}/{s}/seed{k}/metrics.json" for t, s, k in RUNS],
+        [str(paths.run_dir(RESULTS, t, s, k) / "metrics.json") for t, s, k in RUNS],
     output:
-        runs=f"{RESULTS}/aggregate/runs.csv",
-        history=f"{RESULTS}/aggregate/history.csv",
-        comparison=f"{RESULTS}/aggregate/comparison.csv",
-        signal_levels=f"{RESULTS}/aggregate/signal_levels.csv",
+        runs=f"{AGGREGATE}/runs.csv",
+        history=f"{AGGREGATE}/history.csv",
+        comparison=f"{AGGREGATE}/comparison.csv",
+        signal_levels=f"{AGGREGATE}/signal_levels.csv",
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
@@ -20,23 +20,23 @@ rule aggregate:
     params:
         out=folder_of("runs"),
     shell:
-        "python -m uncertainty_lr.analysis aggregate --out {params.out:q} {input:q} > {log:q} 2>&1"
+        "python -m uncertainty_lr_study.analysis aggregate --out {params.out:q} {input:q} > {log:q} 2>&1"
 
 
 rule aggregate_sensitivity:
     input:
         [
-            f"{RESULTS}/sensitivity/{t}/{s}/{label}/seed{k}/metrics.json"
+            str(paths.sweep_run_dir(RESULTS, t, s, label, k) / "metrics.json")
             for t, s, label, k in SENSITIVITY_RUNS
         ],
     output:
-        f"{RESULTS}/aggregate/sensitivity.csv",
+        f"{AGGREGATE}/sensitivity.csv",
     log:
         f"{RESULTS}/logs/aggregate_sensitivity.log",
     conda:
         "../../environment.yml"
     shell:
-        "python -m uncertainty_lr.analysis sensitivity --out {output:q} {input:q} > {log:q} 2>&1"
+        "python -m uncertainty_lr_study.analysis sensitivity --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -53,7 +53,7 @@ rule figures:
     params:
         aggregate=folder_of("runs"),
     shell:
-        "python -m uncertainty_lr.analysis figures --aggregate {params.aggregate:q} --out figures "
+        "python -m uncertainty_lr_study.analysis figures --aggregate {params.aggregate:q} --out figures "
         "> {log:q} 2>&1"
 
 
@@ -73,5 +73,5 @@ rule tables:
         aggregate=folder_of("runs"),
         config_name=config.get("paper", {}).get("config_name", ""),
     shell:
-        "python -m uncertainty_lr.analysis tables --aggregate {params.aggregate:q} "
+        "python -m uncertainty_lr_study.analysis tables --aggregate {params.aggregate:q} "
         "--out paper/generated --config-name {params.config_name:q} > {log:q} 2>&1"

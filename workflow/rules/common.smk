@@ -5,7 +5,9 @@ import os
 
 import yaml
 
-from uncertainty_lr.config import resolve_run, resolve_sensitivity_run, run_priority
+from uncertainty_lr_study import paths
+
+from uncertainty_lr_study.config import resolve_run, resolve_sensitivity_run, run_priority
 
 
 def run_parameters(wildcards):
@@ -18,8 +20,8 @@ def run_parameters(wildcards):
     rule's input or output, and these must be tracked, so that a changed config
     reruns the runs it changes."""
     settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
-    out_dir = f"{RESULTS}/runs/{wildcards.task}/{wildcards.scheduler}/seed{wildcards.seed}"
-    return _papermill_yaml(settings, out_dir)
+    out_dir = paths.run_dir(RESULTS, wildcards.task, wildcards.scheduler, wildcards.seed)
+    return _papermill_yaml(settings, str(out_dir))
 
 
 def _papermill_yaml(settings, out_dir):
@@ -33,11 +35,10 @@ def sensitivity_parameters(wildcards):
     settings = resolve_sensitivity_run(
         config, wildcards.scheduler, wildcards.label, int(wildcards.seed)
     )
-    out_dir = (
-        f"{RESULTS}/sensitivity/{wildcards.task}/{wildcards.scheduler}/{wildcards.label}/"
-        f"seed{wildcards.seed}"
+    out_dir = paths.sweep_run_dir(
+        RESULTS, wildcards.task, wildcards.scheduler, wildcards.label, wildcards.seed
     )
-    return _papermill_yaml(settings, out_dir)
+    return _papermill_yaml(settings, str(out_dir))
 
 
 def train_priority(wildcards):
@@ -48,16 +49,24 @@ def train_priority(wildcards):
 def control_source(wildcards):
     """Input of a control run: the learning-rate trace of its source run (the same
     task, ``ScheduleSpec.source``; the same seed, or the next one for a cross-seed
-    control: ``uncertainty_lr.controls.source_seed``); nothing for other schedules."""
-    from uncertainty_lr.controls import source_seed
-    from uncertainty_lr.schedulers import SCHEDULERS
+    control: ``uncertainty_lr_study.controls.source_seed``); nothing for other schedules."""
+    from uncertainty_lr_study.controls import source_seed
+    from uncertainty_lr_study.schedulers import SCHEDULERS
 
     spec = SCHEDULERS.get(wildcards.scheduler)
     if spec is None or spec.source is None:
         return []
     settings = resolve_run(config, wildcards.task, wildcards.scheduler, int(wildcards.seed))
     seed = source_seed(settings)
-    return [f"{RESULTS}/runs/{wildcards.task}/{spec.source}/seed{seed}/lr_trace.csv"]
+    return [str(paths.run_dir(RESULTS, wildcards.task, spec.source, seed) / "lr_trace.csv")]
+
+
+def run_outputs(run):
+    """The named output files of a training rule whose run folder is ``run`` (a
+    pattern of :mod:`uncertainty_lr_study.paths`): ``paths.RUN_FILES``."""
+    names = {"metrics.json": "metrics", "history.csv": "history", "lr_trace.csv": "trace",
+             "train.ipynb": "notebook"}
+    return {names[f]: str(run / f) for f in paths.RUN_FILES}
 
 
 def folder_of(name):

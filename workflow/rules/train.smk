@@ -1,5 +1,10 @@
 # One training run: the parameterised notebook, executed by papermill. The executed
-# copy (with its outputs and plots) is kept beside the run's metrics.json.
+# copy (with its outputs and plots) is kept beside the run's metrics.json. Every
+# path comes from uncertainty_lr_study.paths (wildcard patterns in place of values).
+
+RUN = paths.run_dir(RESULTS, "{task}", "{scheduler}", "{seed}")
+SWEEP_RUN = paths.sweep_run_dir(RESULTS, "{task}", "{scheduler}", "{label}", "{seed}")
+
 
 rule train:
     input:
@@ -7,19 +12,16 @@ rule train:
         # a control (replay-*, shuffled-*) reads the trace of the run it controls
         source=control_source,
     output:
-        metrics=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/metrics.json",
-        history=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/history.csv",
-        trace=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/lr_trace.csv",
-        notebook=f"{RESULTS}/runs/{{task}}/{{scheduler}}/seed{{seed}}/train.ipynb",
+        **run_outputs(RUN),
     params:
         parameters=run_parameters,
     # the longest runs first, so that short ones fill both cores at the end
     priority: train_priority
     log:
-        f"{RESULTS}/logs/train/{{task}}/{{scheduler}}/seed{{seed}}.log",
+        str(paths.job_log(RESULTS, RUN)),
     # the job's wall seconds, papermill's kernel start included (benchmarks/run_times.csv)
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{task}}/{{scheduler}}/seed{{seed}}.tsv"
+        str(paths.job_benchmark(RESULTS, RUN))
     threads: config["threads_per_run"]
     resources:
         gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
@@ -34,7 +36,7 @@ rule train:
         "../../environment.yml"
     shell:
         # parameters are checked before papermill starts a kernel (papermill checks no types)
-        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
+        "python -m uncertainty_lr_study.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
         "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints:q} "
         "papermill {input.notebook:q} {output.notebook:q} -k python3 --no-progress-bar "
         "-y {params.parameters:q} >> {log:q} 2>&1"
@@ -46,16 +48,13 @@ rule train_sensitivity:
     input:
         notebook="notebooks/train.ipynb",
     output:
-        metrics=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/metrics.json",
-        history=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/history.csv",
-        trace=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/lr_trace.csv",
-        notebook=f"{RESULTS}/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}/train.ipynb",
+        **run_outputs(SWEEP_RUN),
     params:
         parameters=sensitivity_parameters,
     log:
-        f"{RESULTS}/logs/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}.log",
+        str(paths.job_log(RESULTS, SWEEP_RUN)),
     benchmark:
-        f"{RESULTS}/benchmarks/sensitivity/{{task}}/{{scheduler}}/{{label}}/seed{{seed}}.tsv"
+        str(paths.job_benchmark(RESULTS, SWEEP_RUN))
     threads: config["threads_per_run"]
     resources:
         gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
@@ -66,7 +65,7 @@ rule train_sensitivity:
     conda:
         "../../environment.yml"
     shell:
-        "python -m uncertainty_lr.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
+        "python -m uncertainty_lr_study.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
         "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints:q} "
         "papermill {input.notebook:q} {output.notebook:q} -k python3 --no-progress-bar "
         "-y {params.parameters:q} >> {log:q} 2>&1"

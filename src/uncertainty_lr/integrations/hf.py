@@ -401,8 +401,8 @@ class MetricFedSchedule:
     - ``metric="train_loss"`` (GreedyLR): each step passes the training loss of that
       optimizer step, from ``loss_source`` (e.g. :meth:`UncertaintyCallback.last_loss`);
       a step without a finite loss leaves the rate alone;
-    - ``metric="val_loss"`` (:class:`~uncertainty_lr.schedulers.WarmupReduceLROnPlateau`):
-      each step is a warmup tick; :class:`ValidationLossFeed` passes the validation
+    - ``metric="val_loss"`` (a plateau rule with a warmup, such as the study's
+      ``WarmupReduceLROnPlateau``): each step is a warmup tick; :class:`ValidationLossFeed` passes the validation
       loss after every evaluation (:meth:`on_validation_loss`).
 
     ``state_dict`` / ``load_state_dict`` / ``get_last_lr`` are the wrapped

@@ -115,7 +115,7 @@ def template_problems(data: Any) -> list[str]:
 
     Snakemake evaluates such a file itself when it is given with ``--configfile``,
     before the workflow can look at it; ``make run CONFIG=...``, ``make smoke`` and
-    ``python -m uncertainty_lr.config_guard FILE`` read it as plain YAML and refuse
+    ``python -m uncertainty_lr_study.config_guard FILE`` read it as plain YAML and refuse
     it before Snakemake starts.
     """
     if isinstance(data, dict) and "__use_yte__" in data:
@@ -180,7 +180,7 @@ def results_dir_problems(config: dict[str, Any], root: str | Path) -> list[str]:
 
     Args:
         config: the validated config.
-        root: the repository root (:func:`uncertainty_lr.paths.repo_root`).
+        root: the repository root (:func:`uncertainty_lr_study.paths.repo_root`).
     """
     value = config["results_dir"]
     if not RESULTS_DIR_PATTERN.fullmatch(value):

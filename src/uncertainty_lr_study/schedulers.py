@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     ConstantLR,
@@ -222,7 +221,7 @@ class ReplayLR(LRScheduler):
 
 @dataclass(frozen=True)
 class ControlInput:
-    """What a control needs from the run it controls (:mod:`uncertainty_lr.controls`).
+    """What a control needs from the run it controls (:mod:`uncertainty_lr_study.controls`).
 
     Attributes:
         lr_trace: per call of ``step()``, the learning rate of every group (replay).
@@ -269,7 +268,7 @@ class ScheduleSpec:
             replays or shuffles.
         cross_seed: for a control, whether it reads the source's run of another
             seed (the next seed the task runs the source on, cyclically: see
-            :func:`uncertainty_lr.config.cross_seed_source`) instead of its own seed's.
+            :func:`uncertainty_lr_study.config.cross_seed_source`) instead of its own seed's.
     """
 
     name: str
@@ -750,7 +749,7 @@ def build_scheduler(
         if control is None:
             raise ValueError(
                 f"control {name!r} needs its source run ({spec.source}, same task): "
-                "pass control= (uncertainty_lr.controls.load_control_input reads it)"
+                "pass control= (uncertainty_lr_study.controls.load_control_input reads it)"
             )
         if name.startswith("replay"):
             return ReplayLR(optimizer, control.lr_trace), spec
@@ -813,15 +812,3 @@ def _with_warmup(optimizer: Optimizer, sched: LRScheduler, warmup_steps: int) ->
         total_iters=max(warmup_steps - 1, 1),
     )
     return SequentialLR(optimizer, [warmup, sched], milestones=[warmup_steps])
-
-
-def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:
-    """The :class:`UncertaintyLR` that ``scheduler`` is or wraps (after a warmup, in
-    a ``SequentialLR``), to call ``observe`` on; None for the fixed schedules."""
-    if isinstance(scheduler, UncertaintyLR):
-        return scheduler
-    for inner in getattr(scheduler, "_schedulers", ()):
-        found = uncertainty_part(inner)
-        if found is not None:
-            return found
-    return None

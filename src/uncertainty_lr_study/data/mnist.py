@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uncertainty_lr.data.checksums import DataFileError, folder_problems, verify_folder
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.data.checksums import DataFileError, folder_problems, verify_folder
+from uncertainty_lr_study.paths import raw_data_dir
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",

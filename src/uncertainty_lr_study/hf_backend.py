@@ -2,10 +2,10 @@
 classification) and SQuAD v1.1 (extractive question answering).
 
 Read it top to bottom: :func:`train_transformer` resolves the pretrained checkpoint
-(offline first, :mod:`uncertainty_lr.pretrained`), builds the task's data with the
+(offline first, :mod:`uncertainty_lr_study.pretrained`), builds the task's data with the
 checkpoint's own tokenizer (:func:`classification_task`: reviews with head or
 head+tail truncation, :func:`encode_reviews`; :func:`question_answering_task`:
-question + context windows, :func:`uncertainty_lr.data.squad.tokenize_windows`, scored
+question + context windows, :func:`uncertainty_lr_study.data.squad.tokenize_windows`, scored
 by exact match and F1 after post-processing),
 builds ``AdamW`` and the run's schedule for the run's length in optimizer steps
 (with a linear warmup, then the registry's schedule: the design's "time units" rule), and
@@ -14,7 +14,7 @@ runs beside it. :class:`~uncertainty_lr.integrations.hf.UncertaintyCallback` mea
 the gradient norm (before clipping) and the predictive variance of every optimizer
 step and feeds an uncertainty schedule, which decides once per evaluation interval.
 The run writes the same ``metrics.json`` and ``history.csv`` as the plain-PyTorch
-backend (:func:`uncertainty_lr.training.summarise_run`).
+backend (:func:`uncertainty_lr_study.training.summarise_run`).
 
 Needs the ``hf`` extra (``transformers``, ``accelerate``).
 """
@@ -37,18 +37,19 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from uncertainty_lr.config import ConfigError, RunSettings
-from uncertainty_lr.controls import TraceRecorder, load_control_input
-from uncertainty_lr.data import squad
-from uncertainty_lr.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
-from uncertainty_lr.distributed import is_main_process
-from uncertainty_lr.io import atomic_write_csv, atomic_write_json
-from uncertainty_lr.metrics import classification_metrics
-from uncertainty_lr.precision import choose_precision
-from uncertainty_lr.pretrained import resolve_pretrained
-from uncertainty_lr.schedulers import SCHEDULERS, build_scheduler, effective_lrs, uncertainty_part
-from uncertainty_lr.tasks import PRIMARY_METRIC, VAL_METRICS
-from uncertainty_lr.training import (
+from uncertainty_lr_study.config import ConfigError, RunSettings
+from uncertainty_lr_study.controls import TraceRecorder, load_control_input
+from uncertainty_lr_study.data import squad
+from uncertainty_lr_study.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
+from uncertainty_lr_study.distributed import is_main_process
+from uncertainty_lr_study.io import atomic_write_csv, atomic_write_json
+from uncertainty_lr_study.metrics import classification_metrics
+from uncertainty_lr_study.precision import choose_precision
+from uncertainty_lr_study.pretrained import resolve_pretrained
+from uncertainty_lr import uncertainty_part
+from uncertainty_lr_study.schedulers import SCHEDULERS, build_scheduler, effective_lrs
+from uncertainty_lr_study.tasks import PRIMARY_METRIC, VAL_METRICS
+from uncertainty_lr_study.training import (
     ProgressLog,
     build_optimizer,
     finite_evaluation,
@@ -93,7 +94,7 @@ def encode_reviews(
     """Model inputs of a sequence classifier: ``[CLS] review [SEP]``, at most
     ``max_length`` tokens, unpadded (the collator pads each batch).
 
-    The review's tokens are cut with :func:`uncertainty_lr.data.imdb.truncate_ids`
+    The review's tokens are cut with :func:`uncertainty_lr_study.data.imdb.truncate_ids`
     (``"head"``: the first tokens; ``"head_tail"``: the first quarter and the last
     three quarters, Sun et al. 2019) before the special tokens are added.
 
@@ -140,7 +141,7 @@ def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 def _row_from_json(row: dict[str, Any]) -> dict[str, Any]:
     """A history row read back from JSON: None (how
-    :func:`~uncertainty_lr.io.atomic_write_json` writes NaN) back to NaN."""
+    :func:`~uncertainty_lr_study.io.atomic_write_json` writes NaN) back to NaN."""
     return {k: (math.nan if v is None else v) for k, v in row.items()}
 
 
@@ -156,8 +157,8 @@ def _make_recorder(
 ):
     """A ``TrainerCallback`` that writes the run's history rows (see module docs),
     given a ``trace``, records the schedule's learning rates after every optimizer
-    step (:class:`~uncertainty_lr.controls.TraceRecorder`), and given a
-    ``progress_log``, logs the run's progress (:class:`~uncertainty_lr.training.ProgressLog`)."""
+    step (:class:`~uncertainty_lr_study.controls.TraceRecorder`), and given a
+    ``progress_log``, logs the run's progress (:class:`~uncertainty_lr_study.training.ProgressLog`)."""
     from transformers import TrainerCallback  # noqa: PLC0415
 
     class RunRecorder(TrainerCallback):
@@ -332,7 +333,7 @@ def classification_task(s: RunSettings, tokenizer: Any, max_length: int) -> Tran
 
 
 def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> TransformerTask:
-    """SQuAD v1.1: question + context windows (:func:`~uncertainty_lr.data.squad.tokenize_windows`,
+    """SQuAD v1.1: question + context windows (:func:`~uncertainty_lr_study.data.squad.tokenize_windows`,
     ``max_length`` tokens, ``doc_stride`` overlap), scored by exact match and F1 after
     post-processing (n-best 20, answers of at most 30 tokens; official v1.1 rules).
 
@@ -473,11 +474,11 @@ def train_transformer(
     ``metrics.json`` as ``null``.
 
     Precision: the settings' ``precision`` resolved for the device
-    (:func:`uncertainty_lr.precision.choose_precision`; ``auto``: bfloat16 autocast
+    (:func:`uncertainty_lr_study.precision.choose_precision`; ``auto``: bfloat16 autocast
     where native), recorded in ``metrics.json`` as ``precision`` (used),
     ``precision_requested`` and ``precision_reason``. Progress: a log line at most
-    every :func:`~uncertainty_lr.training.progress_interval` seconds
-    (:class:`~uncertainty_lr.training.ProgressLog`).
+    every :func:`~uncertainty_lr_study.training.progress_interval` seconds
+    (:class:`~uncertainty_lr_study.training.ProgressLog`).
 
     Args:
         settings: the run's settings (``model="transformer"``, ``pretrained`` a hub id
@@ -485,7 +486,7 @@ def train_transformer(
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show the Trainer's progress bar.
         keep_checkpoint: keep ``out_dir/checkpoint/`` after the run; default:
-            :func:`~uncertainty_lr.training.keep_checkpoints_requested` (the config's
+            :func:`~uncertainty_lr_study.training.keep_checkpoints_requested` (the config's
             ``keep_checkpoints``, passed by the pipeline; false: delete it).
 
     Returns:

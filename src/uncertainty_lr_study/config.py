@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from uncertainty_lr.config_guard import (
+from uncertainty_lr_study.config_guard import (
     input_problems,
     non_finite_problems,
     results_dir_problems,
@@ -18,8 +18,8 @@ from uncertainty_lr.config_guard import (
     size_problems,
     symlink_problems,
 )
-from uncertainty_lr.paths import repo_root
-from uncertainty_lr.schedulers import SCHEDULERS
+from uncertainty_lr_study.paths import repo_root
+from uncertainty_lr_study.schedulers import SCHEDULERS
 
 
 MAX_CONFIG_BYTES = 1_000_000
@@ -59,7 +59,7 @@ def _message(error: jsonschema.ValidationError, limit: int = 300) -> str:
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate an experiment config, fill in defaults, and return it.
 
-    First the raw-input guards of :mod:`uncertainty_lr.config_guard` (bounded size,
+    First the raw-input guards of :mod:`uncertainty_lr_study.config_guard` (bounded size,
     no YTE template, every number finite); then every schema violation is collected
     (type, range, enum, unknown key, empty list); then the results folder's path.
     All are reported in one :class:`ConfigError`, one line per problem with its
@@ -106,7 +106,7 @@ def preflight(config: dict[str, Any]) -> None:
     - accuracy targets lie in (0, 1];
     - ``train_subset`` does not exceed the training split;
     - local data files exist, match their checksums and pass the loaders' cheap
-      content checks (:func:`uncertainty_lr.data.check_data_content`); a ``hub``
+      content checks (:func:`uncertainty_lr_study.data.check_data_content`); a ``hub``
       source has the ``datasets`` package.
 
     Raises:
@@ -116,9 +116,9 @@ def preflight(config: dict[str, Any]) -> None:
 
     import torch  # noqa: PLC0415
 
-    from uncertainty_lr.data import check_data_content  # noqa: PLC0415
-    from uncertainty_lr.schedulers import build_scheduler  # noqa: PLC0415
-    from uncertainty_lr.tasks import (  # noqa: PLC0415
+    from uncertainty_lr_study.data import check_data_content  # noqa: PLC0415
+    from uncertainty_lr_study.schedulers import build_scheduler  # noqa: PLC0415
+    from uncertainty_lr_study.tasks import (  # noqa: PLC0415
         HF_MODELS,
         MODEL_DATASETS,
         TEST_SIZES,
@@ -237,7 +237,7 @@ def preflight(config: dict[str, Any]) -> None:
                     '(pip install "uncertainty-lr[hf]")'
                 )
             else:
-                from uncertainty_lr.pretrained import PretrainedError, resolve_pretrained  # noqa: PLC0415
+                from uncertainty_lr_study.pretrained import PretrainedError, resolve_pretrained  # noqa: PLC0415
 
                 try:
                     path = resolve_pretrained(t["pretrained"], offline=config["offline"])
@@ -284,7 +284,7 @@ def preflight(config: dict[str, Any]) -> None:
                     "only; remove it"
                 )
         if t["dataset"] == "squad":
-            from uncertainty_lr.data.squad import (  # noqa: PLC0415
+            from uncertainty_lr_study.data.squad import (  # noqa: PLC0415
                 DEFAULT_MAX_LENGTH,
                 MIN_MAX_LENGTH,
                 context_room,
@@ -350,7 +350,7 @@ def _model_problems(task: str, t: dict[str, Any]) -> list[str]:
     data is loaded."""
     import torch  # noqa: PLC0415
 
-    from uncertainty_lr.models import build_model  # noqa: PLC0415
+    from uncertainty_lr_study.models import build_model  # noqa: PLC0415
 
     params = t.get("model_params", {})
     reserved = sorted({"vocab_size", "num_classes", "pad_id"} & set(params))
@@ -446,7 +446,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def _value_problems(data: dict[str, Any]) -> list[str]:
     """Range and name checks of well-typed run settings (the config schema's, for
     settings given directly, e.g. as notebook parameters)."""
-    from uncertainty_lr.tasks import DATASET_NAMES, HF_MODELS, TARGET_METRICS  # noqa: PLC0415
+    from uncertainty_lr_study.tasks import DATASET_NAMES, HF_MODELS, TARGET_METRICS  # noqa: PLC0415
 
     models = ("lenet5", "lstm", *HF_MODELS)
     rules = [
@@ -490,7 +490,7 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
         if name in data and not ok(data[name])
     ]
     if not problems and data.get("dataset") in DATASET_NAMES and "target_metric" in data:
-        from uncertainty_lr.tasks import target_metrics  # noqa: PLC0415
+        from uncertainty_lr_study.tasks import target_metrics  # noqa: PLC0415
 
         allowed = target_metrics(data["dataset"])
         if data["target_metric"] not in allowed:
@@ -548,7 +548,7 @@ class RunSettings:
     max_grad_norm: float = 0.0
     precision: str = "fp32"
     """The Trainer backend's: ``auto`` (bfloat16 autocast where the device computes it
-    natively, :func:`uncertainty_lr.precision.resolve_precision`), ``fp32`` or
+    natively, :func:`uncertainty_lr_study.precision.resolve_precision`), ``fp32`` or
     ``bf16``. A config's transformer tasks default to ``auto``; settings made here
     default to ``fp32``, so that a run made in code repeats on any machine."""
     offline: bool = True
@@ -798,7 +798,7 @@ def cross_seed_source(config: dict[str, Any], task: str, scheduler: str, seed: i
 
 def _settings(config: dict[str, Any], task: str, scheduler: str, seed: int) -> RunSettings:
     """The run settings of a task, scheduler and seed (names already checked)."""
-    from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
+    from uncertainty_lr_study.tasks import HF_MODELS  # noqa: PLC0415
 
     t = config["tasks"][task]
     schedule = {**config["schedule"], **t.get("schedule", {})}
@@ -835,7 +835,7 @@ def _settings(config: dict[str, Any], task: str, scheduler: str, seed: int) -> R
         warmup_steps=int(t.get("warmup_steps", 0)),
         warmup_ratio=float(t.get("warmup_ratio", 0.0)),
         max_grad_norm=float(t.get("max_grad_norm", 0.0)),
-        # transformer tasks: bfloat16 where native (uncertainty_lr.precision); others fp32
+        # transformer tasks: bfloat16 where native (uncertainty_lr_study.precision); others fp32
         precision=t.get("precision", "auto" if t["model"] in HF_MODELS else "fp32"),
         offline=bool(config["offline"]),
         # data parallel in the Trainer backend only: elsewhere it changes nothing (and

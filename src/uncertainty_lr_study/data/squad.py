@@ -18,7 +18,7 @@ answer is labelled with the ``[CLS]`` position (the usual "no answer here" label
 :func:`postprocess_predictions` maps start/end logits back to text (n-best spans
 per window, best valid span over all windows of a question) and
 :func:`squad_scores` computes exact match and F1 with the official v1.1 rules
-(:func:`uncertainty_lr.metrics.squad_v1_scores`).
+(:func:`uncertainty_lr_study.metrics.squad_v1_scores`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from uncertainty_lr.data.checksums import DataFileError, folder_problems, verify_folder
-from uncertainty_lr.metrics import squad_v1_scores
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.data.checksums import DataFileError, folder_problems, verify_folder
+from uncertainty_lr_study.metrics import squad_v1_scores
+from uncertainty_lr_study.paths import raw_data_dir
 
 FILES = {"train": "train-v1.1-subset.json.gz", "dev": "dev-v1.1.json.gz"}
 DEV_SIZE = 10_570
@@ -575,7 +575,7 @@ def squad_scores(
     """Exact match and F1 of predicted answers, SQuAD v1.1 rules.
 
     The official evaluation script's rules (Rajpurkar et al. 2016), implemented in
-    :func:`uncertainty_lr.metrics.squad_v1_scores`: answers are normalised (lower
+    :func:`uncertainty_lr_study.metrics.squad_v1_scores`: answers are normalised (lower
     case, ASCII punctuation removed, the articles a/an/the removed, whitespace
     collapsed); EM is 1 if the normalised prediction equals a normalised gold answer;
     F1 is the token-overlap F1 of the bags of normalised tokens (0 when they share

@@ -2,7 +2,7 @@
 seeds with bootstrap intervals, speed-up to the validation target, paired
 probability of improvement, and the performance profile across tasks.
 
-Built from the aggregate table (``runs.csv``) with :mod:`uncertainty_lr.analysis.stats`;
+Built from the aggregate table (``runs.csv``) with :mod:`uncertainty_lr_study.analysis.stats`;
 written as ``comparison.csv`` beside it (for the explore notebook) and as the
 paper's main table (:func:`comparison_tex`).
 
@@ -18,13 +18,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from uncertainty_lr.analysis.stats import (
+from uncertainty_lr_study.analysis.stats import (
     median_ci,
     performance_profile,
     probability_of_improvement,
     speedup,
 )
-from uncertainty_lr.schedulers import SCHEDULERS, registry_order
+from uncertainty_lr_study.schedulers import SCHEDULERS, registry_order
 
 TIME_COLUMN = "steps_to_target"
 
@@ -83,7 +83,7 @@ def comparison(
     task's ranking metric); ``steps_median`` / ``_low`` / ``_high`` (steps to
     target), ``epochs_median``, ``seconds_median`` (``inf``: the median run missed);
     ``device_hours``; ``time_baseline``, ``speedup`` (median baseline time / median
-    method time, :func:`~uncertainty_lr.analysis.stats.speedup`), ``p_faster`` /
+    method time, :func:`~uncertainty_lr_study.analysis.stats.speedup`), ``p_faster`` /
     ``_low`` / ``_high`` (paired by seed); ``score_baseline``, ``p_better`` /
     ``_low`` / ``_high`` (higher test score, paired by seed). Comparisons of a
     baseline with itself are NaN. Intervals: 95% percentile bootstrap over seeds.
@@ -162,7 +162,7 @@ def profile(runs: pd.DataFrame, time_column: str = TIME_COLUMN, taus=None) -> pd
     median time of the methods run there.
 
     Returns:
-        :func:`~uncertainty_lr.analysis.stats.performance_profile` (index ``tau``,
+        :func:`~uncertainty_lr_study.analysis.stats.performance_profile` (index ``tau``,
         one column per method).
     """
     medians = runs.pivot_table(
@@ -200,7 +200,7 @@ def _with_ci(value: float, low: float, high: float, fmt: str, scale: float = 1.0
 
 def comparison_tex(table: pd.DataFrame) -> str:
     """The paper's main table (booktabs) from :func:`comparison`: one block per task."""
-    from uncertainty_lr.analysis.tables import tex_escape  # noqa: PLC0415
+    from uncertainty_lr_study.analysis.tables import tex_escape  # noqa: PLC0415
 
     lines = [
         r"\begin{tabular}{lllcccccc}",

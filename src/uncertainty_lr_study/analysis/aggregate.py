@@ -5,7 +5,7 @@ time-to-target, cost and the settings that matter. ``history.csv``: every row of
 every run's ``history.csv`` with ``task``, ``scheduler`` and ``seed`` columns (and
 ``val_score``: the data set's ranking metric at each evaluation).
 ``comparison.csv``: every method against the best baselines, per task
-(:mod:`uncertainty_lr.analysis.comparison`). ``signal_levels.csv``: where each
+(:mod:`uncertainty_lr_study.analysis.comparison`). ``signal_levels.csv``: where each
 task's signals sit against the thresholds (:func:`signal_levels`).
 ``sensitivity.csv``: the runs of the sensitivity sweep (:func:`aggregate_sensitivity`).
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from uncertainty_lr.analysis.comparison import comparison, family
-from uncertainty_lr.io import atomic_write_csv
-from uncertainty_lr.tasks import PRIMARY_METRIC
+from uncertainty_lr_study.analysis.comparison import comparison, family
+from uncertainty_lr_study.io import atomic_write_csv
+from uncertainty_lr_study.tasks import PRIMARY_METRIC
 
 
 class ResultsError(ValueError):
@@ -318,7 +318,7 @@ def _check_consistent(runs: pd.DataFrame, keys: list[str]) -> None:
 
 def write_aggregate(metrics_files: Iterable[str | Path], out_dir: str | Path) -> None:
     """Aggregate and write ``runs.csv``, ``history.csv``, ``comparison.csv``
-    (:func:`uncertainty_lr.analysis.comparison.comparison`) and
+    (:func:`uncertainty_lr_study.analysis.comparison.comparison`) and
     ``signal_levels.csv`` (:func:`signal_levels`) into ``out_dir``."""
     runs, history = aggregate(metrics_files)
     atomic_write_csv(Path(out_dir) / "runs.csv", runs)
@@ -329,6 +329,26 @@ def write_aggregate(metrics_files: Iterable[str | Path], out_dir: str | Path) ->
 
 SIGNAL_THRESHOLDS = {"grad_norm": "uncertainty-gradnorm", "predictive_variance": "uncertainty-variance"}
 """Each logged signal and the uncertainty schedule that decides on it."""
+
+
+def recorded_threshold(runs: pd.DataFrame, scheduler: str, task: str | None = None) -> float:
+    """The threshold ``scheduler`` ran with: the config's override as its first run
+    (of ``task``, if given) in ``runs`` recorded it, else its registry default.
+
+    Args:
+        runs: the aggregate's ``runs.csv`` (``scheduler_params`` as JSON).
+        scheduler: an uncertainty schedule with a ``threshold``.
+        task: only its runs of this task.
+    """
+    from uncertainty_lr_study.schedulers import SCHEDULERS  # noqa: PLC0415
+
+    threshold = SCHEDULERS[scheduler].defaults["threshold"]
+    own = runs[runs["scheduler"] == scheduler]
+    if task is not None:
+        own = own[own["task"] == task]
+    if len(own):
+        threshold = json.loads(own.iloc[0]["scheduler_params"]).get("threshold", threshold)
+    return threshold
 
 
 def signal_levels(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -346,16 +366,11 @@ def signal_levels(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         Columns ``task``, ``signal``, ``scheduler``, ``threshold``, ``windows``,
         ``median``, ``fraction_above``.
     """
-    from uncertainty_lr.schedulers import SCHEDULERS  # noqa: PLC0415
-
     rows = []
     evals = history[(history["kind"] == "eval") & (history["step"] > 0)]
     for task, g in evals.groupby("task", sort=False):
         for signal, sched in SIGNAL_THRESHOLDS.items():
-            threshold = SCHEDULERS[sched].defaults["threshold"]
-            own = runs[(runs["task"] == task) & (runs["scheduler"] == sched)]
-            if len(own):
-                threshold = json.loads(own.iloc[0]["scheduler_params"]).get("threshold", threshold)
+            threshold = recorded_threshold(runs, sched, task)
             values = g[signal].dropna().to_numpy(float) if signal in g else []
             rows.append(
                 {
@@ -373,7 +388,7 @@ def signal_levels(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 
 def aggregate_sensitivity(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run of the sensitivity sweep (``runs.csv``'s columns), plus
-    ``label`` (its folder, :func:`uncertainty_lr.config.sweep_label`), ``setting``
+    ``label`` (its folder, :func:`uncertainty_lr_study.config.sweep_label`), ``setting``
     (the swept parameter, prefixed by fixed values, e.g. ``rel-threshold``) and
     ``value``. Empty (with those columns) when there is no sweep.
 

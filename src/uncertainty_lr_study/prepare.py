@@ -2,12 +2,12 @@
 
 Run it on a machine with network access (a cluster's login node)::
 
-    python -m uncertainty_lr.prepare --configfile config/paper.yaml
+    python -m uncertainty_lr_study.prepare --configfile config/paper.yaml
 
 It checks the vendored data files (``data/raw``), loads every ``data_source: hub``
 data set once (into the Hugging Face ``datasets`` cache), and saves every transformer
 task's ``pretrained`` checkpoint that has no local copy into ``data/models/<id>``
-(``/`` in the id becomes ``__``), where :func:`uncertainty_lr.pretrained.resolve_pretrained`
+(``/`` in the id becomes ``__``), where :func:`uncertainty_lr_study.pretrained.resolve_pretrained`
 finds it with ``HF_HUB_OFFLINE=1``. What is already local is left alone.
 """
 
@@ -17,16 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from uncertainty_lr.config import ConfigError, load_config
-from uncertainty_lr.data.checksums import DataFileError
-from uncertainty_lr.paths import repo_root
-from uncertainty_lr.pretrained import (
+from uncertainty_lr_study.config import ConfigError, load_config
+from uncertainty_lr_study.data.checksums import DataFileError
+from uncertainty_lr_study.paths import repo_root
+from uncertainty_lr_study.pretrained import (
     PretrainedError,
     local_folder_name,
     models_dir,
     resolve_pretrained,
 )
-from uncertainty_lr.tasks import DATA_CHECKS, HF_MODELS
+from uncertainty_lr_study.tasks import DATA_CHECKS, HF_MODELS
 
 
 def prepare(config_file: str | Path) -> list[str]:
@@ -89,7 +89,7 @@ def prepare(config_file: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m uncertainty_lr.prepare [--configfile PATH]``."""
+    """CLI: ``python -m uncertainty_lr_study.prepare [--configfile PATH]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", default="config/config.yaml", help="experiment config")
     args = parser.parse_args(argv)

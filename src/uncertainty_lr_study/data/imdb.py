@@ -13,7 +13,7 @@ Two ways to turn reviews into model inputs:
   vocabulary learnt from the training split only with the Hugging Face ``tokenizers``
   library (NFKC, lower case, BERT's whitespace-and-punctuation pre-tokenizer), ids
   padded on the right with ``PAD_ID = 0``;
-- the transformer path (``uncertainty_lr.hf_backend``): the pretrained model's own
+- the transformer path (``uncertainty_lr_study.hf_backend``): the pretrained model's own
   tokenizer, with the same :func:`truncate_ids` rule.
 
 ``<br />`` line breaks of the raw reviews are replaced by spaces when loading.
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncertainty_lr.data.checksums import DataFileError, folder_problems, verify_folder
-from uncertainty_lr.paths import raw_data_dir
+from uncertainty_lr_study.data.checksums import DataFileError, folder_problems, verify_folder
+from uncertainty_lr_study.paths import raw_data_dir
 
 FILES = {"train": "train.parquet", "test": "test.parquet"}
 NUM_CLASSES = 2

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uncertainty_lr.data import imdb, mnist, squad
-from uncertainty_lr.data.checksums import DataFileError, verify_file
-from uncertainty_lr.data.mnist import MnistSplits, load_mnist
+from uncertainty_lr_study.data import imdb, mnist, squad
+from uncertainty_lr_study.data.checksums import DataFileError, verify_file
+from uncertainty_lr_study.data.mnist import MnistSplits, load_mnist
 
 _CONTENT_CHECKS = {
     "mnist": mnist.check_mnist_files,

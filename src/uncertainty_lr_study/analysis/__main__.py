@@ -1,9 +1,9 @@
 """Command line of the analysis steps, as the Snakemake rules call them::
 
-    python -m uncertainty_lr.analysis aggregate --out results/aggregate RUN/metrics.json ...
-    python -m uncertainty_lr.analysis sensitivity --out results/aggregate/sensitivity.csv RUN/metrics.json ...
-    python -m uncertainty_lr.analysis figures --aggregate results/aggregate --out figures
-    python -m uncertainty_lr.analysis tables --aggregate results/aggregate --out paper/generated
+    python -m uncertainty_lr_study.analysis aggregate --out results/aggregate RUN/metrics.json ...
+    python -m uncertainty_lr_study.analysis sensitivity --out results/aggregate/sensitivity.csv RUN/metrics.json ...
+    python -m uncertainty_lr_study.analysis figures --aggregate results/aggregate --out figures
+    python -m uncertainty_lr_study.analysis tables --aggregate results/aggregate --out paper/generated
 
 Errors in the inputs are reported as one line naming the bad file (exit code 1).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from uncertainty_lr.analysis.aggregate import ResultsError, write_aggregate
+from uncertainty_lr_study.analysis.aggregate import ResultsError, write_aggregate
 
 
 def _optional_csv(path: Path) -> pd.DataFrame | None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ``error: ...`` line on stderr for a bad input or output file (a
     :class:`ResultsError`, an unreadable, missing or malformed file, a file that
     cannot be written)."""
-    parser = argparse.ArgumentParser(prog="python -m uncertainty_lr.analysis")
+    parser = argparse.ArgumentParser(prog="python -m uncertainty_lr_study.analysis")
     sub = parser.add_subparsers(dest="command", metavar="{aggregate,sensitivity,figures,tables}", required=True)
     agg = sub.add_parser("aggregate", help="collect run outputs into runs.csv and history.csv")
     agg.add_argument("--out", required=True, type=Path)
@@ -51,19 +51,19 @@ def main(argv: list[str] | None = None) -> int:
             write_aggregate(args.metrics, args.out)
             return 0
         if args.command == "sensitivity":
-            from uncertainty_lr.analysis.aggregate import aggregate_sensitivity  # noqa: PLC0415
-            from uncertainty_lr.io import atomic_write_csv  # noqa: PLC0415
+            from uncertainty_lr_study.analysis.aggregate import aggregate_sensitivity  # noqa: PLC0415
+            from uncertainty_lr_study.io import atomic_write_csv  # noqa: PLC0415
 
             atomic_write_csv(args.out, aggregate_sensitivity(args.metrics))
             return 0
         if not (args.aggregate / "runs.csv").is_file():
             raise ResultsError(
                 f"{args.aggregate / 'runs.csv'} does not exist: run the aggregate step first "
-                "(python -m uncertainty_lr.analysis aggregate ..., or snakemake)"
+                "(python -m uncertainty_lr_study.analysis aggregate ..., or snakemake)"
             )
         runs = pd.read_csv(args.aggregate / "runs.csv")
         if args.command == "figures":
-            from uncertainty_lr.analysis.figures import write_figures  # noqa: PLC0415
+            from uncertainty_lr_study.analysis.figures import write_figures  # noqa: PLC0415
 
             write_figures(
                 runs,
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 sensitivity=_optional_csv(args.aggregate / "sensitivity.csv"),
             )
         else:
-            from uncertainty_lr.analysis.tables import write_tables  # noqa: PLC0415
+            from uncertainty_lr_study.analysis.tables import write_tables  # noqa: PLC0415
 
             write_tables(
                 runs,

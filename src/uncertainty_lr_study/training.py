@@ -32,23 +32,21 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import uncertainty_lr
-from uncertainty_lr.config import ConfigError, RunSettings
-from uncertainty_lr.controls import TraceRecorder, load_control_input
-from uncertainty_lr.io import atomic_open, atomic_write_csv, atomic_write_json, finite_or_none
-from uncertainty_lr.metrics import classification_metrics, time_to_target
-from uncertainty_lr.models import build_model
-from uncertainty_lr.paths import repo_root
-from uncertainty_lr.precision import cpu_kind
-from uncertainty_lr.schedulers import (
+from uncertainty_lr import UncertaintyLR, gradient_norm, predictive_variance, uncertainty_part
+from uncertainty_lr_study.config import ConfigError, RunSettings
+from uncertainty_lr_study.controls import TraceRecorder, load_control_input
+from uncertainty_lr_study.io import atomic_open, atomic_write_csv, atomic_write_json, finite_or_none
+from uncertainty_lr_study.metrics import classification_metrics, time_to_target
+from uncertainty_lr_study.models import build_model
+from uncertainty_lr_study.paths import repo_root
+from uncertainty_lr_study.precision import cpu_kind
+from uncertainty_lr_study.schedulers import (
     SCHEDULERS,
-    UncertaintyLR,
     build_peer_optimizer,
     build_scheduler,
     effective_lrs,
-    uncertainty_part,
 )
-from uncertainty_lr.signals import gradient_norm, predictive_variance
-from uncertainty_lr.tasks import DATASETS, VAL_METRICS
+from uncertainty_lr_study.tasks import DATASETS, VAL_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +78,7 @@ def seed_everything(seed: int) -> None:
 def use_deterministic_kernels() -> None:
     """Make a run repeat itself exactly on the GPU too, as the controls need.
 
-    A replay control (:class:`uncertainty_lr.schedulers.ReplayLR`) is compared with
+    A replay control (:class:`uncertainty_lr_study.schedulers.ReplayLR`) is compared with
     the run whose learning rates it replays; any difference must come from the
     schedule, not from kernels that sum in a different order on each call. On the
     CPU the runs already repeat bit for bit. On CUDA, cuDNN's autotuner and some
@@ -247,7 +245,7 @@ def restore_rng(state: dict[str, Any], order_gen: torch.Generator) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` of ``state`` to ``path`` through :func:`uncertainty_lr.io.atomic_open`
+    """``torch.save`` of ``state`` to ``path`` through :func:`uncertainty_lr_study.io.atomic_open`
     (a temporary file, fsynced, renamed onto ``path``).
 
     Raises:
@@ -259,7 +257,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def finite_lrs(optimizer: torch.optim.Optimizer) -> bool:
     """Whether every parameter group's learning rate (as logged,
-    :func:`uncertainty_lr.schedulers.effective_lrs`) is a finite number."""
+    :func:`uncertainty_lr_study.schedulers.effective_lrs`) is a finite number."""
     return all(math.isfinite(lr) for lr in effective_lrs(optimizer))
 
 
@@ -457,7 +455,7 @@ def summarise_run(
         s: the run's settings.
         history: the run's history rows (``kind`` ``"eval"`` rows carry ``step``,
             ``epoch``, ``seconds``, ``val_loss`` and the data set's validation metrics,
-            :data:`uncertainty_lr.tasks.VAL_METRICS`: ``val_accuracy``, or
+            :data:`uncertainty_lr_study.tasks.VAL_METRICS`: ``val_accuracy``, or
             ``val_exact_match`` and ``val_f1``).
         status: ``"completed"`` or ``"diverged"``.
         diverged_epoch: fractional epoch of the divergence, or None.
@@ -476,7 +474,7 @@ def summarise_run(
     Returns:
         The record, with every non-finite number (a diverged run's last
         validation loss, a non-finite learning rate or setting) as None, as
-        :func:`uncertainty_lr.io.atomic_write_json` writes it.
+        :func:`uncertainty_lr_study.io.atomic_write_json` writes it.
     """
     evals = history[history["kind"] == "eval"]
     ttt = time_to_target(
@@ -572,7 +570,7 @@ def build_optimizer(
     ``adamw`` (``torch.optim.AdamW``, decoupled weight decay; Loshchilov & Hutter
     2019, :func:`decay_groups`). A schedule that brings its own optimizer
     (Schedule-Free, Prodigy: ``ScheduleSpec.optimizer``) replaces it, with the same
-    decoupled weight decay groups (:func:`uncertainty_lr.schedulers.build_peer_optimizer`).
+    decoupled weight decay groups (:func:`uncertainty_lr_study.schedulers.build_peer_optimizer`).
 
     Adam and AdamW use torch's multi-tensor implementation (``foreach=True``), which
     torch picks by itself only on CUDA. On the CPU it gives the same numbers, bit for
@@ -651,7 +649,7 @@ def train_classifier(
     for a completed run, every non-finite number in ``metrics.json`` as ``null``.
 
     Args:
-        settings: the run's :class:`~uncertainty_lr.config.RunSettings` (or a dict
+        settings: the run's :class:`~uncertainty_lr_study.config.RunSettings` (or a dict
             of them, validated here before any work).
         out_dir: folder for ``metrics.json`` and ``history.csv``.
         progress: show a tqdm bar per epoch.

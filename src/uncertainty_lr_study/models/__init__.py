@@ -1,7 +1,7 @@
 """Models of the study's plain-PyTorch backend, built by name from the experiment config.
 
 The transformer models (``model: transformer`` in the config) are built by the
-Hugging Face backend (:mod:`uncertainty_lr.hf_backend`) from a pretrained checkpoint.
+Hugging Face backend (:mod:`uncertainty_lr_study.hf_backend`) from a pretrained checkpoint.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from uncertainty_lr.models.lenet import LeNet5
-from uncertainty_lr.models.lstm import LSTMClassifier
+from uncertainty_lr_study.models.lenet import LeNet5
+from uncertainty_lr_study.models.lstm import LSTMClassifier
 
 MODELS = {"lenet5": LeNet5, "lstm": LSTMClassifier}
 """Model constructors by config name."""

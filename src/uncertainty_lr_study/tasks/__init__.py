@@ -2,8 +2,8 @@
 
 A task in the experiment config names a ``dataset`` (a key of :data:`DATASETS`)
 and a ``model``: ``lenet5`` and ``lstm`` train in the plain-PyTorch backend
-(:mod:`uncertainty_lr.training`), ``transformer`` (a pretrained Hugging Face
-checkpoint) in the Trainer backend (:mod:`uncertainty_lr.hf_backend`).
+(:mod:`uncertainty_lr_study.training`), ``transformer`` (a pretrained Hugging Face
+checkpoint) in the Trainer backend (:mod:`uncertainty_lr_study.hf_backend`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from uncertainty_lr.data import imdb, mnist, squad
+from uncertainty_lr_study.data import imdb, mnist, squad
 
 if TYPE_CHECKING:
-    from uncertainty_lr.config import RunSettings
+    from uncertainty_lr_study.config import RunSettings
 
 
 def _mnist(s: RunSettings) -> mnist.MnistSplits:

@@ -5,7 +5,7 @@ Writes into the paper's ``generated/`` folder:
 - ``comparison_table.tex``: the main table: per task and method, the median test
   score and steps to target with bootstrap intervals, speed-up and paired
   probability of improvement against the best baselines
-  (:mod:`uncertainty_lr.analysis.comparison`).
+  (:mod:`uncertainty_lr_study.analysis.comparison`).
 - ``results_table.tex``: per task and scheduler, test accuracy (SQuAD: exact
   match), precision, recall and F1 (mean +- standard deviation over seeds), epochs and seconds to the validation
   target (median over seeds; a run that misses the target counts as infinite),
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uncertainty_lr.analysis.stats import CONFIDENCE
-from uncertainty_lr.io import atomic_write_text
-from uncertainty_lr.schedulers import SCHEDULERS, registry_order
-from uncertainty_lr.tasks import HF_MODELS
+from uncertainty_lr_study.analysis.stats import CONFIDENCE
+from uncertainty_lr_study.io import atomic_write_text
+from uncertainty_lr_study.schedulers import SCHEDULERS, registry_order
+from uncertainty_lr_study.tasks import HF_MODELS
 
 BASELINES = tuple(n for n, spec in SCHEDULERS.items() if spec.family == "baseline")
 """The fixed schedules: the best of them (by the mean of the task's ranking metric,
@@ -665,7 +665,7 @@ def sensitivity_tex(
     sensitivity: pd.DataFrame | None, signal_levels: pd.DataFrame | None
 ) -> str:
     """The sensitivity and threshold-transfer paragraphs, from the sweep's runs and
-    the signal levels of every task (:func:`~uncertainty_lr.analysis.aggregate.signal_levels`)."""
+    the signal levels of every task (:func:`~uncertainty_lr_study.analysis.aggregate.signal_levels`)."""
     parts = []
     if sensitivity is not None and not sensitivity.empty:
         task = sensitivity["task"].iloc[0]
@@ -734,7 +734,7 @@ def write_tables(
     ``\\ConfigName``. ``comparison``, ``sensitivity`` and ``signal_levels`` are the
     aggregate's CSV tables (the comparison is computed from ``runs`` when not
     given; the others are left out of the text when missing)."""
-    from uncertainty_lr.analysis import comparison as comp  # noqa: PLC0415
+    from uncertainty_lr_study.analysis import comparison as comp  # noqa: PLC0415
 
     out = Path(out_dir)
     table = comp.comparison(runs) if comparison is None else comparison

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from uncertainty_lr.config import ConfigError, RunSettings, load_config, resolve_run
-from uncertainty_lr.paths import repo_root
+from uncertainty_lr_study.config import ConfigError, RunSettings, load_config, resolve_run
+from uncertainty_lr_study.paths import notebook_run_dir, repo_root
 
 
 def prepare_run(
@@ -57,9 +57,7 @@ def prepare_run(
 
 def default_out_dir(settings: RunSettings) -> Path:
     """Where a run started by hand writes: ``results/notebook/<task>/<scheduler>/seed<k>``."""
-    return (
-        Path("results") / "notebook" / settings.task / settings.scheduler / f"seed{settings.seed}"
-    )
+    return notebook_run_dir(settings.task, settings.scheduler, settings.seed)
 
 
 def run(
@@ -69,12 +67,12 @@ def run(
     :func:`default_out_dir`; relative paths are taken from the repository root).
 
     The backend follows the model: ``transformer`` trains through Hugging Face
-    ``Trainer`` (:func:`uncertainty_lr.hf_backend.train_transformer`), as distributed
+    ``Trainer`` (:func:`uncertainty_lr_study.hf_backend.train_transformer`), as distributed
     data parallel in ``num_processes`` worker processes when that is > 1
-    (:func:`uncertainty_lr.distributed.launch`); the others in the plain PyTorch loop
-    (:func:`uncertainty_lr.training.train_classifier`).
+    (:func:`uncertainty_lr_study.distributed.launch`); the others in the plain PyTorch loop
+    (:func:`uncertainty_lr_study.training.train_classifier`).
     Returns the run's metrics, with the folder written under ``"out_dir"``."""
-    from uncertainty_lr.tasks import HF_MODELS  # noqa: PLC0415
+    from uncertainty_lr_study.tasks import HF_MODELS  # noqa: PLC0415
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(settings)
     if not out.is_absolute():
@@ -82,17 +80,17 @@ def run(
     if settings.model in HF_MODELS and settings.num_processes > 1:
         import json  # noqa: PLC0415
 
-        from uncertainty_lr.distributed import launch  # noqa: PLC0415
-        from uncertainty_lr.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
+        from uncertainty_lr_study.distributed import launch  # noqa: PLC0415
+        from uncertainty_lr_study.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
 
         launch(train_transformer, settings, out, num_processes=settings.num_processes)
         metrics = json.loads((out / "metrics.json").read_text())  # written by rank 0
     elif settings.model in HF_MODELS:
-        from uncertainty_lr.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
+        from uncertainty_lr_study.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
 
         metrics = train_transformer(settings, out, progress=progress)
     else:
-        from uncertainty_lr.training import train_classifier  # noqa: PLC0415 (heavy imports)
+        from uncertainty_lr_study.training import train_classifier  # noqa: PLC0415 (heavy imports)
 
         metrics = train_classifier(settings, out, progress=progress)
     return {**metrics, "out_dir": str(out)}
@@ -139,7 +137,7 @@ def check_parameters(text: str) -> RunSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m uncertainty_lr.experiment check-parameters YAML``; exit status 1
+    """CLI: ``python -m uncertainty_lr_study.experiment check-parameters YAML``; exit status 1
     with the problems on stderr (no traceback) when they are wrong."""
     import argparse  # noqa: PLC0415
     import sys  # noqa: PLC0415

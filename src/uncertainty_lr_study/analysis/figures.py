@@ -8,7 +8,6 @@ line per seed instead.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,14 +15,14 @@ from matplotlib.ticker import NullFormatter
 import pandas as pd
 import seaborn as sns
 
-from uncertainty_lr.io import atomic_open
-from uncertainty_lr.schedulers import SCHEDULERS, registry_order
+from uncertainty_lr_study.analysis.aggregate import SIGNAL_THRESHOLDS, recorded_threshold
+from uncertainty_lr_study.io import atomic_open
+from uncertainty_lr_study.schedulers import SCHEDULERS, registry_order
 
 FIGURES = ("val_accuracy", "lr", "signals", "performance_profile", "sensitivity")
 """Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""
 
 SIGNAL_LABELS = {"grad_norm": "gradient norm", "predictive_variance": "predictive variance"}
-THRESHOLD_OF = {"grad_norm": "uncertainty-gradnorm", "predictive_variance": "uncertainty-variance"}
 
 
 def _palette(order: list[str]) -> list:
@@ -33,7 +32,7 @@ def _palette(order: list[str]) -> list:
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> None:
     """Save ``fig`` as ``<name>.pdf`` and ``<name>.png`` in ``out_dir``, each through
-    :func:`uncertainty_lr.io.atomic_open` (the format given, not guessed from the
+    :func:`uncertainty_lr_study.io.atomic_open` (the format given, not guessed from the
     temporary file's name), and close it."""
     # No creation date in the PDF: the same data give the same bytes.
     with atomic_open(out_dir / f"{name}.pdf", "wb") as f:
@@ -153,10 +152,10 @@ def plot_signals(history: pd.DataFrame, out_dir: Path, thresholds: dict[str, flo
 
 def plot_performance_profile(runs: pd.DataFrame, out_dir: Path) -> None:
     """Performance profiles of the median steps to the validation target
-    (:func:`uncertainty_lr.analysis.comparison.profile`): for each method, the
+    (:func:`uncertainty_lr_study.analysis.comparison.profile`): for each method, the
     fraction of the tasks it ran on where it was within a factor tau of the
     fastest method, for tau in [1, 4]."""
-    from uncertainty_lr.analysis.comparison import profile  # noqa: PLC0415
+    from uncertainty_lr_study.analysis.comparison import profile  # noqa: PLC0415
 
     rho = profile(runs)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -226,12 +225,11 @@ def write_figures(
     aggregate's ``sensitivity.csv``, None or empty without a sweep)."""
     sns.set_theme(style="whitegrid", context="paper")
     out = Path(out_dir)
-    thresholds = {}
-    for signal, sched in THRESHOLD_OF.items():
-        rows = runs[runs["scheduler"] == sched]
-        if len(rows):
-            params = json.loads(rows.iloc[0]["scheduler_params"])
-            thresholds[signal] = params.get("threshold", SCHEDULERS[sched].defaults["threshold"])
+    thresholds = {
+        signal: recorded_threshold(runs, sched)
+        for signal, sched in SIGNAL_THRESHOLDS.items()
+        if (runs["scheduler"] == sched).any()
+    }
     plot_val_accuracy(history, out)
     plot_lr(history, out)
     plot_signals(history, out, thresholds)
@@ -249,7 +247,7 @@ def plot_run(run_dir: str | Path) -> plt.Figure:
     Returns:
         The matplotlib figure (three panels against epochs).
     """
-    from uncertainty_lr.paths import repo_root  # noqa: PLC0415
+    from uncertainty_lr_study.paths import repo_root  # noqa: PLC0415
 
     run_dir = Path(run_dir)
     if not run_dir.is_absolute():

@@ -30,9 +30,11 @@ from typing import Any
 
 import pandas as pd
 
-from uncertainty_lr.config import ConfigError, RunSettings
-from uncertainty_lr.io import atomic_write_csv
-from uncertainty_lr.schedulers import SCHEDULERS, ControlInput, uncertainty_part
+from uncertainty_lr_study.config import ConfigError, RunSettings
+from uncertainty_lr_study.io import atomic_write_csv
+from uncertainty_lr_study.paths import sibling_run_dir
+from uncertainty_lr import uncertainty_part
+from uncertainty_lr_study.schedulers import SCHEDULERS, ControlInput
 
 TRACE_FILE = "lr_trace.csv"
 
@@ -84,7 +86,7 @@ def source_seed(settings: RunSettings) -> int:
 
     Raises:
         ConfigError: a cross-seed control without a ``source_seed`` (settings made
-            by hand: ``uncertainty_lr.config.resolve_run`` sets it).
+            by hand: ``uncertainty_lr_study.config.resolve_run`` sets it).
     """
     if SCHEDULERS[settings.scheduler].cross_seed:
         if settings.source_seed < 0:
@@ -97,12 +99,11 @@ def source_seed(settings: RunSettings) -> int:
 
 
 def source_dir(settings: RunSettings, out_dir: str | Path) -> Path:
-    """Folder of the run a control reads: the pipeline's layout
-    ``<results>/runs/<task>/<scheduler>/seed<k>``, with the source's scheduler and
-    seed (:func:`source_seed`)."""
+    """Folder of the run a control reads: the run beside ``out_dir`` in the
+    pipeline's layout (:func:`uncertainty_lr_study.paths.sibling_run_dir`), with the
+    source's scheduler and seed (:func:`source_seed`)."""
     spec = SCHEDULERS[settings.scheduler]
-    out = Path(out_dir)
-    return out.parent.parent / str(spec.source) / f"seed{source_seed(settings)}"
+    return sibling_run_dir(out_dir, str(spec.source), source_seed(settings))
 
 
 def load_control_input(settings: RunSettings, out_dir: str | Path) -> ControlInput:
