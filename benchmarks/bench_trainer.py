@@ -65,7 +65,7 @@ def run_arm(arm: str, path: str, tokenizer, data: list, steps: int, out: str) ->
     )
 
     from uncertainty_lr.integrations.hf import UncertaintyCallback
-    from uncertainty_lr_study.schedulers import build_scheduler, uncertainty_part
+    from uncertainty_lr_study.registry import build_scheduler, uncertainty_part
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)

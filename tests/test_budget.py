@@ -48,13 +48,16 @@ def _times(config, seconds=60.0, kind="AVX2", skip=()):
             continue
         s = resolve_run(config, task, schedule, seed).to_dict()
         rows.append({"kind": "run", "task": task, "schedule": schedule, "seed": seed,
-                     "seconds": seconds, "epochs": s["epochs"], "size": budget.size_key(s)})
+                     "seconds": seconds, "train_seconds": 0.75 * seconds, "epochs": s["epochs"],
+                     "train_subset": s["train_subset"], "size": budget.size_key(s)})
     for task, schedule, label, seed in sensitivity_runs(config):
         s = resolve_sensitivity_run(config, schedule, label, seed).to_dict()
         rows.append({"kind": "sweep", "task": task, "schedule": schedule, "seed": seed,
-                     "seconds": seconds / 2, "epochs": s["epochs"], "size": budget.size_key(s)})
+                     "seconds": seconds / 2, "train_seconds": seconds / 4, "epochs": s["epochs"],
+                     "train_subset": s["train_subset"], "size": budget.size_key(s)})
     rows += [{"kind": k, "task": "", "schedule": "", "seed": -1, "seconds": 100.0,
-              "epochs": 0, "size": ""} for k in budget.OVERHEADS]
+              "train_seconds": 0.0, "epochs": 0, "train_subset": 0, "size": ""}
+             for k in budget.OVERHEADS]
     table = pd.DataFrame(rows)
     table["cpu_kind"], table["cpu_model"], table["commit"], table["measured_on"] = kind, "x", "c", "d"
     return table[budget.COLUMNS]
@@ -93,18 +96,29 @@ def test_estimate_adds_overheads_and_counts_every_run():
     assert total / 2 <= result.makespan <= total
 
 
-def test_estimate_scales_by_epochs_only_and_refuses_other_size_changes():
+def test_estimate_scales_the_training_loop_by_steps_and_refuses_other_size_changes():
     config = load_config(DEFAULT)
     times = _times(config)
     base = estimate(config, times, "AVX2", 2)
+    # twice the epochs: the training loop (0.75 of each job) twice as long
     doubled = copy.deepcopy(config)
     for t in doubled["tasks"].values():
         t["epochs"] = 2 * t["epochs"]
-    assert estimate(doubled, times, "AVX2", 2).makespan == pytest.approx(2 * base.makespan, rel=0.05)
-    bigger = copy.deepcopy(config)
-    bigger["tasks"]["imdb-lstm"]["train_subset"] = 20000
-    with pytest.raises(ConfigError, match="size settings differ"):
-        estimate(bigger, times, "AVX2", 2)
+    cost = estimate(doubled, times, "AVX2", 2).per_task
+    for task, (n, seconds) in base.per_task.items():
+        if task != "sweep":  # the sweep's epochs are its own
+            assert cost[task] == (n, pytest.approx(seconds * 1.75))
+    # half the LSTM's training subset: its training loop half as long
+    half = copy.deepcopy(config)
+    half["tasks"]["imdb-lstm"]["train_subset"] //= 2
+    n, seconds = estimate(half, times, "AVX2", 2).per_task["imdb-lstm"]
+    assert seconds == pytest.approx(base.per_task["imdb-lstm"][1] * (0.25 + 0.75 / 2))
+    # another size setting, or the full training set where a subset was measured
+    for key, value in (("val_subset", 2000), ("batch_size", 64), ("train_subset", 0)):
+        changed = copy.deepcopy(config)
+        changed["tasks"]["imdb-lstm"][key] = value
+        with pytest.raises(ConfigError, match="size settings differ"):
+            estimate(changed, times, "AVX2", 2)
 
 
 def test_an_unmeasured_schedule_is_as_slow_as_its_tasks_slowest_and_is_named():
@@ -138,14 +152,18 @@ def test_record_reads_snakemake_benchmarks_and_replaces_a_commit_rows(tmp_path):
     bench = tmp_path / "res" / "benchmarks" / "train" / "mnist" / "cosine" / "seed0.tsv"
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\n101.234\t0:01:41\t300\n")
+    (run / "metrics.json").write_text(
+        json.dumps({"settings": settings, "host": {"cpu": cpu}, "train_seconds": 80.04})
+    )
     table_path = tmp_path / "times.csv"
     for _ in range(2):  # the second record of the same commit replaces the first
         table = budget.record(tmp_path / "res", {"setup": 90, "after-training": 50},
                               table_path, commit="abc1234")
     assert len(table) == 3
     row = table[table["kind"] == "run"].iloc[0]
-    assert (row["task"], row["schedule"], row["seconds"], row["cpu_model"]) == (
-        "mnist", "cosine", 101.2, "Some CPU")
+    assert (row["task"], row["schedule"], row["seconds"], row["train_seconds"]) == (
+        "mnist", "cosine", 101.2, 80.0)
+    assert (row["cpu_model"], row["train_subset"]) == ("Some CPU", 0)
     assert budget.load_run_times(table_path).equals(table)
     with pytest.raises(ConfigError, match="overheads must be"):
         budget.record(tmp_path / "res", {"setup": -1}, table_path)

@@ -13,7 +13,7 @@ from uncertainty_lr_study.config import (
 )
 from uncertainty_lr_study.models import MODELS
 from uncertainty_lr_study.paths import repo_root
-from uncertainty_lr_study.schedulers import SCHEDULERS
+from uncertainty_lr_study.registry import SCHEDULERS
 from uncertainty_lr_study.tasks import DATA_CHECKS, HF_MODELS, TRAIN_SIZES
 
 CONFIGS = ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from uncertainty_lr_study.schedulers import (
+from uncertainty_lr_study.registry import (
     SCHEDULERS,
     WarmupReduceLROnPlateau,
     build_peer_optimizer,

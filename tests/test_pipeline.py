@@ -11,7 +11,7 @@ import pytest
 from uncertainty_lr_study.analysis.figures import FIGURES
 from uncertainty_lr_study.config import load_config, planned_runs
 from uncertainty_lr_study.paths import repo_root
-from uncertainty_lr_study.schedulers import SCHEDULERS
+from uncertainty_lr_study.registry import SCHEDULERS
 
 pytestmark = pytest.mark.pipeline
 

@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from uncertainty_lr import UncertaintyLR, uncertainty_part
-from uncertainty_lr_study.schedulers import SCHEDULERS, build_scheduler
+from uncertainty_lr_study.registry import SCHEDULERS, build_scheduler
 
 
 def make_optimizer(lrs=(1.0,)):

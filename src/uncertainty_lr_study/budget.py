@@ -15,13 +15,16 @@ budget, so every change to the grid is checked against it.
 
 A planned run takes the median measured seconds of the same task and schedule on
 the same CPU kind, else the slowest measured schedule of its task (a new schedule
-is assumed as slow as the slowest one measured). A run whose size settings
-(:data:`SIZE_FIELDS`: data subsets, batch size, sequence length, evaluation interval,
-model, precision, threads) differ from those measured has no estimate: measure it
-again. Only ``epochs`` may differ: the time is scaled by the ratio of epochs
-(training and its evaluations are per epoch; data loading and the test pass are
-not, so shrinking the epochs overestimates the saving a little less than it
-saves).
+is assumed as slow as the slowest one measured). A job's seconds are its training
+loop (``metrics.json``'s ``train_seconds``: the optimizer steps and the validation
+passes between them) plus the rest (kernel start, data, model, the test pass). The
+training loop is scaled by the planned number of optimizer steps: by the ratio of
+``epochs`` and of ``train_subset`` (both subsets, not the full set), the evaluations
+being every so many steps; the rest is kept. A run whose other size settings
+(:data:`SIZE_FIELDS`: validation and test subsets, batch size, sequence length,
+evaluation interval, model, precision, threads) differ from every measured one has
+no estimate: measure it (one job of the task is enough, e.g. ``snakemake
+--cores 2 <its metrics.json>``, then ``record``).
 
 Command line::
 
@@ -72,7 +75,9 @@ COLUMNS = [
     "schedule",
     "seed",
     "seconds",
+    "train_seconds",
     "epochs",
+    "train_subset",
     "size",
     "commit",
     "measured_on",
@@ -80,14 +85,14 @@ COLUMNS = [
 """``kind``: ``run`` (a training job), ``sweep`` (a job of the sensitivity sweep) or
 an overhead (``setup``, ``after-training``; no task). ``seconds``: the job's wall
 seconds as Snakemake's ``benchmark:`` file records them (papermill and its kernel
-start included). ``size``: the run's :data:`SIZE_FIELDS` as JSON."""
+start included); ``train_seconds``: the part of it in the training loop
+(``metrics.json``). ``size``: the run's :data:`SIZE_FIELDS` as JSON."""
 SIZE_FIELDS = (
     "dataset",
     "model",
     "model_params",
     "pretrained",
     "batch_size",
-    "train_subset",
     "val_subset",
     "test_subset",
     "max_length",
@@ -101,7 +106,8 @@ SIZE_FIELDS = (
     "num_processes",
     "group_by_length",
 )
-"""Run settings that change a run's time other than by its number of epochs."""
+"""Run settings that change a run's time other than by its number of optimizer steps
+(``epochs``, ``train_subset``)."""
 OVERHEADS = ("setup", "after-training")
 
 
@@ -147,7 +153,9 @@ def collect_run_times(results_dir: str | Path) -> pd.DataFrame:
                 "schedule": settings["scheduler"],
                 "seed": settings["seed"],
                 "seconds": round(float(pd.read_csv(bench, sep="\t")["s"].iloc[0]), 1),
+                "train_seconds": round(float(metrics["train_seconds"]), 1),
                 "epochs": settings["epochs"],
+                "train_subset": settings["train_subset"],
                 "size": size_key(settings),
                 "commit": "",
                 "measured_on": "",
@@ -257,15 +265,25 @@ def _run_seconds(
             f"no measured {kind} of task {settings['task']!r} on this CPU kind: run the "
             "pipeline and record its times (python -m uncertainty_lr_study.budget record)"
         )
-    same = task[task["size"] == size_key(settings)]
+    planned_subset = settings["train_subset"]
+    same = task[
+        (task["size"] == size_key(settings))
+        & ((task["train_subset"] > 0) == (planned_subset > 0))
+    ]
     if same.empty:
         raise ConfigError(
             f"{name}: its size settings differ from every measured {kind} of task "
-            f"{settings['task']!r} (only epochs may change without measuring): "
-            f"planned {size_key(settings)}, measured {sorted(task['size'].unique())}"
+            f"{settings['task']!r} (epochs and a train_subset may change without "
+            f"measuring, not the others or to or from the full training set): planned "
+            f"{size_key(settings)} (train_subset {planned_subset}), measured "
+            f"{sorted(task['size'].unique())} (train_subset "
+            f"{sorted(task['train_subset'].unique())}); measure one job of it and record it"
         )
-    per_epoch = same["seconds"] / same["epochs"] * settings["epochs"]
-    medians = per_epoch.groupby(same["schedule"]).median()
+    steps = settings["epochs"] / same["epochs"]
+    if planned_subset > 0:
+        steps = steps * planned_subset / same["train_subset"]
+    scaled = same["seconds"] - same["train_seconds"] + same["train_seconds"] * steps
+    medians = scaled.groupby(same["schedule"]).median()
     if settings["scheduler"] in medians.index:
         return float(medians[settings["scheduler"]])
     assumed.append(name)
@@ -292,7 +310,7 @@ def estimate(
             whose size settings were never measured, or a missing overhead.
     """
     from uncertainty_lr_study.controls import source_seed
-    from uncertainty_lr_study.schedulers import SCHEDULERS
+    from uncertainty_lr_study.registry import SCHEDULERS
 
     times = times[times["cpu_kind"] == cpu_kind]
     if times.empty:
@@ -364,7 +382,8 @@ def record(
     kind, model = new["cpu_kind"].iloc[0], new["cpu_model"].iloc[0]
     extra = [
         {"cpu_kind": kind, "cpu_model": model, "kind": k, "task": "", "schedule": "",
-         "seed": -1, "seconds": round(float(v), 1), "epochs": 0, "size": ""}
+         "seed": -1, "seconds": round(float(v), 1), "train_seconds": 0.0, "epochs": 0,
+         "train_subset": 0, "size": ""}
         for k, v in overheads.items()
     ]
     new = pd.concat([new, pd.DataFrame(extra)], ignore_index=True)

@@ -34,7 +34,7 @@ from uncertainty_lr_study.config import ConfigError, RunSettings
 from uncertainty_lr_study.io import atomic_write_csv
 from uncertainty_lr_study.paths import sibling_run_dir
 from uncertainty_lr import uncertainty_part
-from uncertainty_lr_study.schedulers import SCHEDULERS, ControlInput
+from uncertainty_lr_study.registry import SCHEDULERS, ControlInput
 
 TRACE_FILE = "lr_trace.csv"
 

@@ -47,7 +47,7 @@ from uncertainty_lr_study.metrics import classification_metrics
 from uncertainty_lr_study.precision import choose_precision
 from uncertainty_lr_study.pretrained import resolve_pretrained
 from uncertainty_lr import uncertainty_part
-from uncertainty_lr_study.schedulers import SCHEDULERS, build_scheduler, effective_lrs
+from uncertainty_lr_study.registry import SCHEDULERS, build_scheduler, effective_lrs
 from uncertainty_lr_study.tasks import PRIMARY_METRIC, VAL_METRICS
 from uncertainty_lr_study.training import (
     ProgressLog,

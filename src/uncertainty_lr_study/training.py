@@ -40,7 +40,7 @@ from uncertainty_lr_study.metrics import classification_metrics, time_to_target
 from uncertainty_lr_study.models import build_model
 from uncertainty_lr_study.paths import repo_root
 from uncertainty_lr_study.precision import cpu_kind
-from uncertainty_lr_study.schedulers import (
+from uncertainty_lr_study.registry import (
     SCHEDULERS,
     build_peer_optimizer,
     build_scheduler,
@@ -78,7 +78,7 @@ def seed_everything(seed: int) -> None:
 def use_deterministic_kernels() -> None:
     """Make a run repeat itself exactly on the GPU too, as the controls need.
 
-    A replay control (:class:`uncertainty_lr_study.schedulers.ReplayLR`) is compared with
+    A replay control (:class:`uncertainty_lr_study.registry.ReplayLR`) is compared with
     the run whose learning rates it replays; any difference must come from the
     schedule, not from kernels that sum in a different order on each call. On the
     CPU the runs already repeat bit for bit. On CUDA, cuDNN's autotuner and some
@@ -257,7 +257,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def finite_lrs(optimizer: torch.optim.Optimizer) -> bool:
     """Whether every parameter group's learning rate (as logged,
-    :func:`uncertainty_lr_study.schedulers.effective_lrs`) is a finite number."""
+    :func:`uncertainty_lr_study.registry.effective_lrs`) is a finite number."""
     return all(math.isfinite(lr) for lr in effective_lrs(optimizer))
 
 
@@ -570,7 +570,7 @@ def build_optimizer(
     ``adamw`` (``torch.optim.AdamW``, decoupled weight decay; Loshchilov & Hutter
     2019, :func:`decay_groups`). A schedule that brings its own optimizer
     (Schedule-Free, Prodigy: ``ScheduleSpec.optimizer``) replaces it, with the same
-    decoupled weight decay groups (:func:`uncertainty_lr_study.schedulers.build_peer_optimizer`).
+    decoupled weight decay groups (:func:`uncertainty_lr_study.registry.build_peer_optimizer`).
 
     Adam and AdamW use torch's multi-tensor implementation (``foreach=True``), which
     torch picks by itself only on CUDA. On the CPU it gives the same numbers, bit for

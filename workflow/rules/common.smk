@@ -51,7 +51,7 @@ def control_source(wildcards):
     task, ``ScheduleSpec.source``; the same seed, or the next one for a cross-seed
     control: ``uncertainty_lr_study.controls.source_seed``); nothing for other schedules."""
     from uncertainty_lr_study.controls import source_seed
-    from uncertainty_lr_study.schedulers import SCHEDULERS
+    from uncertainty_lr_study.registry import SCHEDULERS
 
     spec = SCHEDULERS.get(wildcards.scheduler)
     if spec is None or spec.source is None:

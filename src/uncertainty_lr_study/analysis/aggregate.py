@@ -340,7 +340,7 @@ def recorded_threshold(runs: pd.DataFrame, scheduler: str, task: str | None = No
         scheduler: an uncertainty schedule with a ``threshold``.
         task: only its runs of this task.
     """
-    from uncertainty_lr_study.schedulers import SCHEDULERS  # noqa: PLC0415
+    from uncertainty_lr_study.registry import SCHEDULERS  # noqa: PLC0415
 
     threshold = SCHEDULERS[scheduler].defaults["threshold"]
     own = runs[runs["scheduler"] == scheduler]

@@ -24,7 +24,7 @@ from uncertainty_lr_study.analysis.stats import (
     probability_of_improvement,
     speedup,
 )
-from uncertainty_lr_study.schedulers import SCHEDULERS, registry_order
+from uncertainty_lr_study.registry import SCHEDULERS, registry_order
 
 TIME_COLUMN = "steps_to_target"
 

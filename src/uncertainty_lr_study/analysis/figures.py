@@ -17,7 +17,7 @@ import seaborn as sns
 
 from uncertainty_lr_study.analysis.aggregate import SIGNAL_THRESHOLDS, recorded_threshold
 from uncertainty_lr_study.io import atomic_open
-from uncertainty_lr_study.schedulers import SCHEDULERS, registry_order
+from uncertainty_lr_study.registry import SCHEDULERS, registry_order
 
 FIGURES = ("val_accuracy", "lr", "signals", "performance_profile", "sensitivity")
 """Names of the paper's figures (files ``<name>.pdf`` and ``<name>.png``)."""

@@ -30,7 +30,7 @@ import pandas as pd
 
 from uncertainty_lr_study.analysis.stats import CONFIDENCE
 from uncertainty_lr_study.io import atomic_write_text
-from uncertainty_lr_study.schedulers import SCHEDULERS, registry_order
+from uncertainty_lr_study.registry import SCHEDULERS, registry_order
 from uncertainty_lr_study.tasks import HF_MODELS
 
 BASELINES = tuple(n for n, spec in SCHEDULERS.items() if spec.family == "baseline")
