@@ -163,7 +163,7 @@ def test_observe_reads_no_tensor_back_to_the_host(monkeypatch):
     """A tensor on an accelerator is accumulated there: one read per decision, none
     per observe(). (On the CPU a read costs no synchronisation, so CPU tensors are
     read at once; here the CPU plays the accelerator.)"""
-    import uncertainty_lr.scheduler as scheduler_module
+    import uncertainty_lr._observations as scheduler_module
 
     monkeypatch.setattr(scheduler_module, "_read_is_cheap", lambda device: False)
     opt = sgd(0.1)
@@ -189,7 +189,7 @@ def test_observe_reads_no_tensor_back_to_the_host(monkeypatch):
 @pytest.mark.filterwarnings("ignore:UncertaintyLR.step.. decided on nothing")
 @pytest.mark.parametrize("seed", range(4))
 def test_tensor_numpy_and_float_observations_decide_the_same(seed, monkeypatch):
-    import uncertainty_lr.scheduler as scheduler_module
+    import uncertainty_lr._observations as scheduler_module
 
     cpu_is_cheap = scheduler_module._read_is_cheap
     monkeypatch.setattr(scheduler_module, "_read_is_cheap", cpu_is_cheap)  # restored after
@@ -224,7 +224,7 @@ def test_tensor_numpy_and_float_observations_decide_the_same(seed, monkeypatch):
 
 
 def test_state_round_trip_with_device_observations_pending(monkeypatch):
-    import uncertainty_lr.scheduler as scheduler_module
+    import uncertainty_lr._observations as scheduler_module
 
     monkeypatch.setattr(scheduler_module, "_read_is_cheap", lambda device: False)
     opt = sgd(0.1)

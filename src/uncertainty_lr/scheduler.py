@@ -8,7 +8,6 @@ Trainer's ``optimizers=(optimizer, scheduler)``). Torch only.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,149 +16,24 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from uncertainty_lr._observations import (
+    Number,
+    _as_scalar,
+    _bound_rule,
+    _check_bounds,
+    _check_options,
+    _check_positive_mapping,
+    _distributed_world,
+    _new_group_bounds,
+    _per_group,
+    _relative,
+    _restored_windows,
+    _verdict,
+    _Window,
+    _windows_state,
+)
+
 log = logging.getLogger(__name__)
-
-Number = float | int
-
-SINGLE = "signal"
-"""Name under which a single (unnamed) signal is kept."""
-
-
-def _per_group(
-    value: Number | Sequence[Number] | None, n_groups: int, name: str
-) -> list[float] | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return [float(value)] * n_groups
-    values = [float(v) for v in value]
-    if len(values) != n_groups:
-        raise ValueError(
-            f"{name} has {len(values)} entries but the optimizer has {n_groups} parameter "
-            f"groups: give one value, or one per group"
-        )
-    return values
-
-
-def _read_is_cheap(device: torch.device) -> bool:
-    """Whether reading a value of ``device`` to the host costs no synchronisation
-    (the CPU's memory is the host's)."""
-    return device.type == "cpu"
-
-
-def _as_scalar(value: Any) -> float | torch.Tensor:
-    """A signal value as a Python float, or as a 0-d tensor where reading it would
-    wait for an accelerator (it is then kept on its device). Accepts Python numbers,
-    one-element tensors and NumPy scalars or one-element arrays (anything with
-    ``__float__`` and one element)."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"observe() takes a scalar signal, got a tensor of shape {tuple(value.shape)}; "
-                "reduce it first (e.g. .mean())"
-            )
-        if _read_is_cheap(value.device):
-            return float(value.item())
-        return value.detach().reshape(())
-    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
-        raise TypeError(
-            f"observe() takes a number or a one-element tensor, got {type(value).__name__} "
-            f"{value!r}"
-        )
-    if getattr(value, "size", 1) != 1:  # a NumPy array of several values
-        raise ValueError(
-            f"observe() takes a scalar signal, got an array of shape {value.shape}; reduce it first"
-        )
-    return float(value.item() if hasattr(value, "item") else value)
-
-
-def _check_positive_mapping(value: Number | Mapping[str, Number], name: str) -> dict[str, float]:
-    items = dict(value) if isinstance(value, Mapping) else {SINGLE: value}
-    if not items:
-        raise ValueError(f"{name} must name at least one signal")
-    out = {}
-    for key, v in items.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{name} must be a number, got {v!r} for {key!r}")
-        v = float(v)
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r} for {key!r}")
-        out[str(key)] = v
-    return out
-
-
-def _distributed_world() -> int:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-class _Window:
-    """The observations of one signal since the last decision: sum, count and
-    non-finite count, plus its EMA across decisions.
-
-    Python numbers are added as Python floats; tensors on their own device
-    (float64, float32 where the device has no float64), with the non-finite ones
-    masked out by tensor operations, so no value is read back to the host before
-    :meth:`take`.
-    """
-
-    def __init__(self) -> None:
-        self.total: float | torch.Tensor = 0.0
-        self.count: float | torch.Tensor = 0.0
-        self.nonfinite: float | torch.Tensor = 0.0
-        self.ema: float | torch.Tensor | None = None
-        self.device: torch.device | None = None  # where the tensor state lies, if any
-
-    def add(self, v: float | torch.Tensor, alpha: float | None) -> None:
-        """Add one value; ``alpha`` is the EMA weight (None: no EMA)."""
-        device = self.device
-        if device is None and isinstance(v, float):
-            if not math.isfinite(v):
-                self.nonfinite += 1.0
-                return
-            self.total += v
-            self.count += 1.0
-            if alpha is not None:
-                self.ema = v if self.ema is None else self.ema + alpha * (v - self.ema)
-            return
-        device = self.device = v.device if isinstance(v, torch.Tensor) else device
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-        v = torch.as_tensor(v, dtype=dtype, device=device)
-        finite = torch.isfinite(v)
-        self.total = self.total + torch.where(finite, v, 0.0)
-        self.count = self.count + finite.to(dtype)
-        self.nonfinite = self.nonfinite + (~finite).to(dtype)
-        if alpha is None:
-            return
-        if self.ema is None:  # NaN marks an EMA not started yet
-            self.ema = torch.where(finite, v, torch.nan)
-        else:
-            prev = torch.as_tensor(self.ema, dtype=dtype, device=device)
-            updated = torch.where(torch.isnan(prev), v, prev + alpha * (v - prev))
-            self.ema = torch.where(finite, updated, prev)
-
-    def values(self) -> tuple[float, float, float, float | None]:
-        """``(sum, count, non-finite count, ema)`` as floats: one host read of the
-        state where it lies on a device."""
-        parts = [self.total, self.count, self.nonfinite, math.nan if self.ema is None else self.ema]
-        device = self.device
-        if device is not None:
-            dtype = torch.float32 if device.type == "mps" else torch.float64
-            parts = torch.stack(
-                [torch.as_tensor(p, dtype=dtype, device=device) for p in parts]
-            ).tolist()
-        total, count, nonfinite, ema = (float(p) for p in parts)
-        return total, count, nonfinite, (None if math.isnan(ema) else ema)
-
-    def take(self) -> tuple[float, float, float, float | None]:
-        """:meth:`values`, then a new window (the EMA is kept)."""
-        total, count, nonfinite, ema = self.values()
-        self.total, self.count, self.nonfinite = 0.0, 0.0, 0.0
-        self.ema, self.device = ema, None
-        return total, count, nonfinite, ema
-
 
 class UncertaintyLR(LRScheduler):
     r"""Lower the learning rate when the model is uncertain, raise it when it is not.
@@ -325,35 +199,20 @@ class UncertaintyLR(LRScheduler):
         decision_interval: int = 1,
         last_epoch: int = -1,
     ) -> None:
-        if int(decision_interval) != decision_interval or decision_interval < 1:
-            raise ValueError(
-                f"decision_interval must be an integer >= 1 (calls of step()), got {decision_interval!r}"
-            )
+        _check_options(
+            decision_interval=decision_interval,
+            factor=factor,
+            increase_factor=increase_factor,
+            min_lr_ratio=min_lr_ratio,
+            smoothing=smoothing,
+            ema_half_life=ema_half_life,
+            threshold_mode=threshold_mode,
+            scale_half_life=scale_half_life,
+            cooldown=cooldown,
+            combine=combine,
+        )
         self.decision_interval = int(decision_interval)
         self.thresholds = _check_positive_mapping(threshold, "threshold")
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must lie in (0, 1) (it lowers the LR), got {factor!r}")
-        if not (math.isfinite(increase_factor) and increase_factor > 1.0):
-            raise ValueError(
-                f"increase_factor must be > 1 (it raises the LR), got {increase_factor!r}"
-            )
-        if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio!r}")
-        if smoothing not in ("mean", "ema"):
-            raise ValueError(f"smoothing must be 'mean' or 'ema', got {smoothing!r}")
-        if smoothing == "ema":
-            if ema_half_life is None or not ema_half_life > 0:
-                raise ValueError(
-                    f"smoothing='ema' needs ema_half_life > 0 (in observations), got {ema_half_life!r}"
-                )
-        if threshold_mode not in ("abs", "rel"):
-            raise ValueError(f"threshold_mode must be 'abs' or 'rel', got {threshold_mode!r}")
-        if not scale_half_life > 0:
-            raise ValueError(f"scale_half_life must be > 0 (in decisions), got {scale_half_life!r}")
-        if int(cooldown) != cooldown or cooldown < 0:
-            raise ValueError(f"cooldown must be an integer >= 0 (decisions), got {cooldown!r}")
-        if combine not in ("any", "weighted"):
-            raise ValueError(f"combine must be 'any' or 'weighted', got {combine!r}")
         self.weights = (
             _check_positive_mapping(weights, "weights")
             if weights is not None
@@ -493,21 +352,7 @@ class UncertaintyLR(LRScheduler):
         if len(groups) <= len(self.min_lrs):
             return
         new = groups[len(self.min_lrs) :]
-        rules = self.bound_rules
-        per_group = [k for k in ("min_lr", "max_lr") if rules[k] == "per-group"]
-        if per_group:
-            raise ValueError(
-                f"the optimizer has {len(groups)} parameter groups but the scheduler was "
-                f"built for {len(self.min_lrs)} with {' and '.join(per_group)} given per "
-                "group: build the scheduler after adding every group, or give the bounds "
-                "as one number each"
-            )
-        lows, highs = [], []
-        for g in new:
-            rate = float(g.setdefault("initial_lr", g["lr"]))
-            lows.append(rules["min_lr"] if rules["min_lr"] is not None else rate * rules["min_lr_ratio"])
-            highs.append(rules["max_lr"] if rules["max_lr"] is not None else rate)
-        _check_bounds(lows, highs, first=len(self.min_lrs))
+        lows, highs = _new_group_bounds(new, self.bound_rules, len(self.min_lrs), len(groups))
         self.min_lrs += lows
         self.max_lrs += highs
         self.base_lrs += [float(g["initial_lr"]) for g in new]
@@ -550,18 +395,7 @@ class UncertaintyLR(LRScheduler):
 
     def _verdict(self, ratios: dict[str, float]) -> int:
         """-1 decrease, +1 increase, 0 keep, from signal / threshold ratios."""
-        if self.combine == "weighted":
-            w = {n: self.weights.get(n, 0.0) for n in ratios}
-            total = sum(w.values())
-            if total == 0:
-                return 0
-            score = sum(w[n] * r for n, r in ratios.items()) / total
-            return -1 if score > 1.0 else (1 if score < 1.0 else 0)
-        if any(r > 1.0 for r in ratios.values()):
-            return -1
-        if all(r < 1.0 for r in ratios.values()) and len(ratios) == len(self.thresholds):
-            return 1
-        return 0
+        return _verdict(ratios, self.combine, self.weights, len(self.thresholds))
 
     def get_lr(self) -> list[float]:
         """Apply the rule to the signal observed since the last decision.
@@ -609,16 +443,7 @@ class UncertaintyLR(LRScheduler):
     def _relative(self, signals: dict[str, float]) -> dict[str, float] | None:
         """Signals over their running scales (``threshold_mode="rel"``), updating the
         scales; None while a scale is not set yet (the first decision)."""
-        values, ready = {}, True
-        alpha = 1.0 - 0.5 ** (1.0 / self.scale_half_life)
-        for n, v in signals.items():
-            scale = self.scales[n]
-            if scale is None or scale <= 0:
-                ready = False
-            else:
-                values[n] = v / scale
-            self.scales[n] = v if scale is None else scale + alpha * (v - scale)
-        return values if ready else None
+        return _relative(signals, self.scales, self.scale_half_life)
 
     def _note_clipped_increase(self) -> None:
         self.num_clipped_increases += 1
@@ -649,12 +474,7 @@ class UncertaintyLR(LRScheduler):
         state = {
             k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_windows", "_ema_weight")
         }
-        windows = {n: w.values() for n, w in self._windows.items()}
-        state["sums"] = {n: v[0] for n, v in windows.items()}
-        state["counts"] = {n: int(v[1]) for n, v in windows.items()}
-        state["pending_nonfinite"] = {n: int(v[2]) for n, v in windows.items()}
-        state["emas"] = {n: v[3] for n, v in windows.items()}
-        return state
+        return {**state, **_windows_state(self._windows)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`, and set the optimizer's rates to the saved
@@ -675,15 +495,9 @@ class UncertaintyLR(LRScheduler):
                 f"the saved scheduler had {len(saved)} parameter groups, the optimizer has "
                 f"{len(groups)}: restore it onto an optimizer built the same way"
             )
-        sums, counts = state.pop("sums", {}), state.pop("counts", {})
-        emas, pending = state.pop("emas", {}), state.pop("pending_nonfinite", {})
+        windows = {k: state.pop(k, {}) for k in ("sums", "counts", "emas", "pending_nonfinite")}
         self.__dict__.update(state)
-        self._windows = {n: _Window() for n in self.thresholds}
-        for n, window in self._windows.items():
-            window.total = float(sums.get(n, 0.0))
-            window.count = float(counts.get(n, 0))
-            window.nonfinite = float(pending.get(n, 0))
-            window.ema = emas.get(n)
+        self._windows = _restored_windows(self.thresholds, **windows)
         current = [float(g["lr"]) for g in groups]
         if saved and current != saved:
             log.info(
@@ -696,27 +510,6 @@ class UncertaintyLR(LRScheduler):
                 group["lr"] = lr
 
 
-def _bound_rule(value: Number | Sequence[Number] | None) -> float | str | None:
-    """How a bound was given: None, one number, or ``"per-group"``."""
-    if value is None:
-        return None
-    return float(value) if isinstance(value, (int, float)) else "per-group"
-
-
-def _check_bounds(lows: Sequence[float], highs: Sequence[float], first: int = 0) -> None:
-    for i, (lo, hi) in enumerate(zip(lows, highs), start=first):
-        if lo < 0 or hi < 0:
-            raise ValueError(f"min_lr and max_lr must be >= 0, got {lo} and {hi} for group {i}")
-        if lo > hi:
-            raise ValueError(
-                f"min_lr ({lo}) > max_lr ({hi}) for parameter group {i}: swap them or "
-                "widen the range"
-            )
-
-
-__all__ = ["UncertaintyLR"]
-
-
 def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:
     """The :class:`UncertaintyLR` that ``scheduler`` is or wraps (after a warmup, in
     a ``SequentialLR``), to call ``observe`` on; None for the fixed schedules."""
@@ -727,3 +520,6 @@ def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:
         if found is not None:
             return found
     return None
+
+
+__all__ = ["UncertaintyLR", "uncertainty_part"]
