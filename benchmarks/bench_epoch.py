@@ -5,7 +5,7 @@ Three arms time one training epoch each, one thread, on the CPU (as the pipeline
 runs jobs), for ``--task mnist`` (LeNet-5, all 55,000 training images) or ``--task
 lstm`` (the IMDB LSTM of the default config on ``--train-subset`` reviews):
 
-- ``engine``: this checkout's :func:`uncertainty_lr_study.training.train_classifier` with the
+- ``engine``: this checkout's :func:`uncertainty_lr_study.engine.train_classifier` with the
   ``uncertainty-variance`` schedule (both signals, history rows, divergence checks),
   from the end of its step-0 validation to the end of the validation after the epoch
   (its history's ``seconds``): one epoch and one validation pass;
@@ -66,7 +66,7 @@ LSTM = {
 
 
 def settings(task: str, train_subset: int, **kw):
-    from uncertainty_lr_study.config import RunSettings
+    RunSettings = study("config").RunSettings
 
     base = {
         "task": "mnist",
@@ -89,6 +89,26 @@ def settings(task: str, train_subset: int, **kw):
     return RunSettings(**{**base, **kw})
 
 
+def study(name: str):
+    """The study's module ``name`` (``"config"``, ``"engine.torch_loop"``, ...) of the
+    checkout whose ``uncertainty_lr`` is imported (``PYTHONPATH``): its
+    ``uncertainty_lr_study`` since the library and the study were split,
+    ``uncertainty_lr`` itself before (``--old-commit`` 073a0b7, whose engine module
+    was ``training``). Decided by the files of that checkout, not by what else is on
+    the path (this project's environment also puts its own ``src`` there)."""
+    import importlib
+
+    import uncertainty_lr
+
+    src = Path(uncertainty_lr.__file__).resolve().parents[1]
+    if (src / "uncertainty_lr_study").is_dir():
+        module = importlib.import_module(f"uncertainty_lr_study.{name}")
+        assert Path(module.__file__).resolve().is_relative_to(src), (module.__file__, src)
+        return module
+    old = {"engine.torch_loop": "training"}.get(name, name)
+    return importlib.import_module(f"uncertainty_lr.{old}")
+
+
 # ---------------------------------------------------------------- worker process
 
 
@@ -96,7 +116,7 @@ def engine_epoch(s, out: Path) -> float:
     """Seconds from the end of the step-0 validation to the end of the last one."""
     import pandas as pd
 
-    from uncertainty_lr_study.training import train_classifier
+    train_classifier = study("engine.torch_loop").train_classifier
 
     train_classifier(s, out)
     evals = pd.read_csv(out / "history.csv").query("kind == 'eval'")
@@ -110,7 +130,7 @@ def plain_epoch(s, data, test: bool = True) -> float:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
-    from uncertainty_lr_study.models import build_model
+    build_model = study("models").build_model
 
     n_train, n_val = s.train_subset or len(data.x_train), s.val_subset or len(data.x_val)
     train = TensorDataset(data.x_train[:n_train], data.y_train[:n_train])
@@ -148,7 +168,7 @@ def profile_table(arm: str, run, rows: int, classes: int) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from uncertainty_lr_study import training
+    training = study("engine.torch_loop")
 
     real = training.evaluate
     if arm != "plain":
@@ -169,7 +189,7 @@ def worker(a: argparse.Namespace) -> None:
     import torch
 
     import uncertainty_lr
-    from uncertainty_lr_study import tasks
+    tasks = study("tasks")
 
     reply, sys.stdout = sys.stdout, sys.stderr  # the engine's output stays off the pipe
     torch.set_num_threads(threads)
@@ -215,7 +235,8 @@ def adam_variants(task: str, threads: int, steps: int = 20) -> dict[str, dict[st
     ``steps`` steps on the same gradients give the default's weights bit for bit."""
     import torch
 
-    from uncertainty_lr_study.models import LeNet5, LSTMClassifier
+    models = study("models")
+    LeNet5, LSTMClassifier = models.LeNet5, models.LSTMClassifier
 
     torch.set_num_threads(threads)
     make = LeNet5 if task == "mnist" else (lambda: LSTMClassifier(vocab_size=20000))
@@ -328,8 +349,8 @@ def measure(a: argparse.Namespace, old_src: Path) -> dict:
 
 def papermill_overhead(tmp: Path) -> tuple[float, float]:
     """(papermill seconds, in-process seconds) of the same tiny run."""
-    from uncertainty_lr_study.config import RunSettings
-    from uncertainty_lr_study.training import train_classifier
+    RunSettings = study("config").RunSettings
+    train_classifier = study("engine.torch_loop").train_classifier
 
     tiny = settings("mnist", 320).to_dict()
     t = time.perf_counter()

@@ -4,7 +4,8 @@ earlier commit's, side by side in one process (not a test).
 One "step" here is what a training loop adds for the scheduler: ``observe`` of a
 gradient norm (a 0-d tensor, as ``gradient_norm`` returns it, or a Python float)
 then ``step()``, deciding every ``--interval`` steps. The earlier version is read
-with ``git show <rev>:src/uncertainty_lr_study/registry/`` and imported from a
+with ``git show <rev>:src/uncertainty_lr/schedulers.py`` (where it lived before the
+library moved to ``scheduler.py``) and imported from a
 temporary file. Variants alternate within each round; the median over rounds of
 the mean microseconds per step is printed. On CUDA (when available) the tensor
 lives on the GPU, where the earlier version's per-observe ``.item()`` waits for
@@ -36,7 +37,7 @@ from uncertainty_lr_study.paths import repo_root
 def old_class(rev: str):
     """``UncertaintyLR`` of commit ``rev``."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:src/uncertainty_lr_study/registry/"],
+        ["git", "show", f"{rev}:src/uncertainty_lr/schedulers.py"],
         cwd=repo_root(), capture_output=True, text=True, check=True,
     ).stdout
     path = Path(tempfile.mkdtemp()) / "old_schedulers.py"

@@ -23,7 +23,7 @@ The evaluation part (``--part eval``) times ``Trainer.evaluate`` over ``--eval-r
 validation reviews (``--eval-length`` tokens, head + tail) in the backend's
 deterministic mode, with its collator (``DataCollatorWithPadding``: each batch padded
 to its longest review), at several evaluation batch sizes, the backend's
-(``hf_backend.EVAL_BATCH_SIZE``) among them, and three variants of its batches:
+(``engine.trainer.TRAINER_EVAL_BATCH_SIZE``) among them, and three variants of its batches:
 sorted by length (less padding), padded to ``--eval-length`` (no dynamic padding),
 and with 073a0b7's NaN fill of every new tensor (``--reuse-freed-memory``: glibc
 keeps freed memory, as the plain engine has it). Rounds alternate the variants'
@@ -174,14 +174,15 @@ def eval_pass(
 
 
 OLD_EVAL_BATCH_SIZE = 64
-"""``hf_backend.EVAL_BATCH_SIZE`` at 073a0b7, the baseline of the ratios."""
+"""``engine.trainer.TRAINER_EVAL_BATCH_SIZE`` at 073a0b7, the baseline of the ratios."""
 
 
 def evaluation(a: argparse.Namespace, path: str, tokenizer) -> dict:
     """Seconds of the validation pass at each evaluation batch size / padding, in the
-    backend's deterministic mode (:func:`~uncertainty_lr_study.training.use_deterministic_kernels`)."""
-    from uncertainty_lr_study.hf_backend import EVAL_BATCH_SIZE, encode_reviews
-    from uncertainty_lr_study.training import reuse_freed_memory, use_deterministic_kernels
+    backend's deterministic mode (:func:`~uncertainty_lr_study.engine.use_deterministic_kernels`)."""
+    from uncertainty_lr_study.engine.hf_tasks import classifier_inputs as encode_reviews
+    from uncertainty_lr_study.engine.trainer import TRAINER_EVAL_BATCH_SIZE as EVAL_BATCH_SIZE
+    from uncertainty_lr_study.engine import reuse_freed_memory, use_deterministic_kernels
 
     use_deterministic_kernels()
     if a.reuse_freed_memory:
@@ -263,7 +264,7 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoTokenizer
 
-    from uncertainty_lr_study.hf_backend import encode_reviews
+    from uncertainty_lr_study.engine.hf_tasks import classifier_inputs as encode_reviews
 
     path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2", offline=True)
     tokenizer = AutoTokenizer.from_pretrained(path)

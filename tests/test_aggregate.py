@@ -8,7 +8,7 @@ from helpers import mnist_settings
 
 from uncertainty_lr_study.analysis.__main__ import main as analysis_main
 from uncertainty_lr_study.analysis.aggregate import ResultsError, aggregate
-from uncertainty_lr_study.training import train_classifier
+from uncertainty_lr_study.engine import train_classifier
 
 
 def settings(**kw):
@@ -80,7 +80,7 @@ def test_setup_table_names_the_schedules_by_the_seeds_they_ran_on():
     # a reduced grid (peers on seed 0 only) must be visible in the paper's setup table
     import pandas as pd
 
-    from uncertainty_lr_study.analysis.tables import schedules_by_seeds
+    from uncertainty_lr_study.analysis.latex import schedules_by_seeds
 
     rows = [("uncertainty-gradnorm", k) for k in (0, 1, 2)] + [("constant", k) for k in (0, 1, 2)]
     rows += [("prodigy", 0), ("replay-gradnorm", 0)]

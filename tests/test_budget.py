@@ -49,14 +49,17 @@ def _times(config, seconds=60.0, kind="AVX2", skip=()):
         s = resolve_run(config, task, schedule, seed).to_dict()
         rows.append({"kind": "run", "task": task, "schedule": schedule, "seed": seed,
                      "seconds": seconds, "train_seconds": 0.75 * seconds, "epochs": s["epochs"],
-                     "train_subset": s["train_subset"], "size": budget.size_key(s)})
+                     "train_subset": s["train_subset"], "train_examples": 1000,
+                     "size": budget.size_key(s)})
     for task, schedule, label, seed in sensitivity_runs(config):
         s = resolve_sensitivity_run(config, schedule, label, seed).to_dict()
         rows.append({"kind": "sweep", "task": task, "schedule": schedule, "seed": seed,
                      "seconds": seconds / 2, "train_seconds": seconds / 4, "epochs": s["epochs"],
-                     "train_subset": s["train_subset"], "size": budget.size_key(s)})
+                     "train_subset": s["train_subset"], "train_examples": 1000,
+                     "size": budget.size_key(s)})
     rows += [{"kind": k, "task": "", "schedule": "", "seed": -1, "seconds": 100.0,
-              "train_seconds": 0.0, "epochs": 0, "train_subset": 0, "size": ""}
+              "train_seconds": 0.0, "epochs": 0, "train_subset": 0, "train_examples": 0,
+              "size": ""}
              for k in budget.OVERHEADS]
     table = pd.DataFrame(rows)
     table["cpu_kind"], table["cpu_model"], table["commit"], table["measured_on"] = kind, "x", "c", "d"
@@ -113,6 +116,11 @@ def test_estimate_scales_the_training_loop_by_steps_and_refuses_other_size_chang
     half["tasks"]["imdb-lstm"]["train_subset"] //= 2
     n, seconds = estimate(half, times, "AVX2", 2).per_task["imdb-lstm"]
     assert seconds == pytest.approx(base.per_task["imdb-lstm"][1] * (0.25 + 0.75 / 2))
+    # a subset of MNIST's measured full set (1000 examples here): by examples
+    mnist = copy.deepcopy(config)
+    mnist["tasks"]["mnist"]["train_subset"] = 250
+    n, seconds = estimate(mnist, times, "AVX2", 2).per_task["mnist"]
+    assert seconds == pytest.approx(base.per_task["mnist"][1] * (0.25 + 0.75 / 4))
     # another size setting, or the full training set where a subset was measured
     for key, value in (("val_subset", 2000), ("batch_size", 64), ("train_subset", 0)):
         changed = copy.deepcopy(config)
@@ -163,7 +171,7 @@ def test_record_reads_snakemake_benchmarks_and_replaces_a_commit_rows(tmp_path):
     row = table[table["kind"] == "run"].iloc[0]
     assert (row["task"], row["schedule"], row["seconds"], row["train_seconds"]) == (
         "mnist", "cosine", 101.2, 80.0)
-    assert (row["cpu_model"], row["train_subset"]) == ("Some CPU", 0)
+    assert (row["cpu_model"], row["train_subset"], row["train_examples"]) == ("Some CPU", 0, 0)
     assert budget.load_run_times(table_path).equals(table)
     with pytest.raises(ConfigError, match="overheads must be"):
         budget.record(tmp_path / "res", {"setup": -1}, table_path)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from uncertainty_lr_study.analysis.tables import check_no_missing_numbers, tex_escape, write_tables
+from uncertainty_lr_study.analysis.latex import check_no_missing_numbers, tex_escape, write_tables
 from uncertainty_lr_study.check_config import main as check_config
 from uncertainty_lr_study.config import ConfigError, RunSettings, preflight, validate_config
 from uncertainty_lr_study.paths import repo_root

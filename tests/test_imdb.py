@@ -156,7 +156,7 @@ transformers = pytest.importorskip("transformers")
 def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_checkpoint):
     from transformers import AutoTokenizer
 
-    from uncertainty_lr_study.hf_backend import encode_reviews as encode_for_bert
+    from uncertainty_lr_study.engine.hf_tasks import classifier_inputs as encode_for_bert
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     words = " ".join(f"w{i}" for i in range(200))
@@ -171,7 +171,7 @@ def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_chec
 
 
 def test_trainer_run_writes_the_run_contract_with_our_schedule(tiny_checkpoint, tmp_path):
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     metrics = train_transformer(transformer_settings(tiny_checkpoint), tmp_path)
     assert metrics["status"] == "completed" and metrics["steps"] == 6
@@ -192,7 +192,7 @@ def test_trainer_run_writes_the_run_contract_with_our_schedule(tiny_checkpoint, 
 
 
 def test_trainer_run_feeds_the_uncertainty_schedule_per_evaluation_interval(tiny_checkpoint, tmp_path):
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     settings = transformer_settings(
         tiny_checkpoint,
@@ -219,7 +219,7 @@ def test_interrupted_trainer_run_resumes_from_its_last_checkpoint(tiny_checkpoin
     the same call again resumes there and ends as an uninterrupted run does."""
     from transformers import Trainer
 
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     settings = transformer_settings(tiny_checkpoint, scheduler="uncertainty-variance", warmup_steps=0)
     whole = train_transformer(settings, tmp_path / "whole")

@@ -127,7 +127,7 @@ def test_onecycle_under_the_engine_trains_its_last_step_at_the_floor(tmp_path):
     import pandas as pd
     from helpers import mnist_settings
 
-    from uncertainty_lr_study.training import train_classifier
+    from uncertainty_lr_study.engine import train_classifier
 
     # 320 images, batch 32: 10 optimizer steps; lr_trace row k: the rate after k calls
     s = mnist_settings(scheduler="onecycle", epochs=1, train_subset=320, val_subset=200)
@@ -266,7 +266,7 @@ def test_engine_evaluates_schedule_free_on_its_averaged_weights(tmp_path, monkey
     pytest.importorskip("schedulefree")
     from helpers import mnist_settings
 
-    import uncertainty_lr_study.training as training
+    import uncertainty_lr_study.engine.torch_loop as training
 
     modes = []
     real_evaluate = training.evaluate
@@ -297,7 +297,7 @@ def test_engine_steps_plateau_on_the_validation_loss(tmp_path):
     import pandas as pd
     from helpers import mnist_settings
 
-    from uncertainty_lr_study.training import train_classifier
+    from uncertainty_lr_study.engine import train_classifier
 
     # relative threshold 0.99: only a 100x lower loss counts as better, so after the
     # first decision every evaluation is a plateau and (patience 0) halves the rate
@@ -324,7 +324,7 @@ def test_every_peer_trains_under_the_trainer(name, tiny_checkpoint, tmp_path):
     pytest.importorskip("transformers")
     from helpers import transformer_settings
 
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     params = {}
     if name == "plateau":  # every evaluation after the first is a plateau (see above)
@@ -355,7 +355,7 @@ def test_replay_of_a_run_reproduces_it_and_shuffled_permutes_its_signals(tmp_pat
     import pandas as pd
     from helpers import mnist_settings
 
-    from uncertainty_lr_study.training import train_classifier
+    from uncertainty_lr_study.engine import train_classifier
 
     runs = tmp_path / "runs" / "mnist"
     common = dict(epochs=4, train_subset=320, val_subset=200, eval_every_steps=0)
@@ -389,7 +389,7 @@ def test_cross_seed_replay_trains_its_own_seed_with_another_seeds_rates(tmp_path
     from helpers import mnist_settings
 
     from uncertainty_lr_study.config import ConfigError
-    from uncertainty_lr_study.training import train_classifier
+    from uncertainty_lr_study.engine import train_classifier
 
     runs = tmp_path / "runs" / "mnist"
     common = dict(epochs=3, train_subset=320, val_subset=200, eval_every_steps=0)
@@ -426,7 +426,7 @@ def test_the_engine_turns_on_deterministic_kernels_before_training(tmp_path, mon
 
     from helpers import mnist_settings
 
-    from uncertainty_lr_study.training import train_classifier
+    from uncertainty_lr_study.engine import train_classifier
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     torch.use_deterministic_algorithms(False)
@@ -446,7 +446,7 @@ def test_a_control_without_its_source_fails_before_training(tmp_path):
     from helpers import mnist_settings
 
     from uncertainty_lr_study.config import ConfigError
-    from uncertainty_lr_study.training import train_classifier
+    from uncertainty_lr_study.engine import train_classifier
 
     out = tmp_path / "runs" / "mnist" / "replay-variance" / "seed0"
     with pytest.raises(ConfigError, match="run it first"):
@@ -468,7 +468,7 @@ def test_replay_under_the_trainer_reproduces_its_source(tiny_checkpoint, tmp_pat
     import pandas as pd
     from helpers import transformer_settings
 
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     runs = tmp_path / "runs" / "imdb-bert"
     params = {"threshold": 0.05}  # the tiny model's gradient norm crosses it

@@ -23,7 +23,7 @@ import yaml
 from uncertainty_lr_study import precision
 from uncertainty_lr_study.config import ConfigError, RunSettings, load_config, resolve_run
 from uncertainty_lr_study.precision import choose_precision, resolve_precision
-from uncertainty_lr_study.training import ProgressLog, progress_interval, train_classifier
+from uncertainty_lr_study.engine import ProgressLog, progress_interval, train_classifier
 
 from helpers import mnist_settings, transformer_settings
 
@@ -213,7 +213,7 @@ def test_progress_interval_comes_from_the_environment(monkeypatch, caplog):
         monkeypatch.setenv("UNCERTAINTY_LR_PROGRESS_SECONDS", bad)
         with pytest.raises(ConfigError, match="UNCERTAINTY_LR_PROGRESS_SECONDS must be"):
             progress_interval()
-    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.training"):
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.engine"):
         quiet = ProgressLog(100, "val_accuracy", interval=math.inf)
         for step in range(1, 101):
             quiet.update(step)
@@ -223,7 +223,7 @@ def test_progress_interval_comes_from_the_environment(monkeypatch, caplog):
 def test_a_progress_line_has_every_field(caplog):
     progress = ProgressLog(5160, "val_accuracy", done=1000, interval=0)
     progress.t0 -= 200.0  # 200 s for the 200 steps of this process: 1 step/s
-    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.training"):
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.engine"):
         progress.update(1200, {"val_accuracy": 0.98123, "val_loss": 0.1})
     (line,) = caplog.messages
     assert re.fullmatch(
@@ -232,9 +232,27 @@ def test_a_progress_line_has_every_field(caplog):
     )
 
 
+def test_a_line_comes_at_least_every_interval_while_no_step_does(caplog):
+    """A long evaluation or the test pass sends no update: the timer writes the line,
+    at most ``interval`` apart; close() stops it."""
+    interval = 0.25
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.engine"):
+        progress = ProgressLog(100, "val_accuracy", interval=interval)
+        progress.update(0, {"val_accuracy": 0.5})  # the step-0 evaluation starts the timer
+        progress.update(7)
+        time.sleep(6 * interval)  # no update: e.g. a long evaluation
+        progress.close()
+        stamps = [r.created for r in caplog.records]
+        time.sleep(3 * interval)
+    assert len(caplog.records) == len(stamps) >= 4  # none after close()
+    assert all(m.startswith("progress: step 7/100 (7%)") for m in caplog.messages)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert max(gaps) < interval * 1.6, gaps  # scheduling noise aside, one per interval
+
+
 def test_plain_run_logs_progress_and_records_fp32(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("UNCERTAINTY_LR_PROGRESS_SECONDS", "0")
-    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.training"):
+    with caplog.at_level(logging.INFO, logger="uncertainty_lr_study.engine"):
         metrics = train_classifier(
             mnist_settings(train_subset=320, epochs=1, val_subset=200), tmp_path
         )
@@ -252,8 +270,8 @@ def test_trainer_run_records_the_precision_it_used_and_logs_progress(
     tiny_checkpoint, monkeypatch, no_caps, caplog, tmp_path
 ):
     from uncertainty_lr_study.analysis.aggregate import aggregate
-    from uncertainty_lr_study.analysis.tables import setup_tex
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.analysis.latex import setup_tex
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     monkeypatch.setenv("UNCERTAINTY_LR_PROGRESS_SECONDS", "0")
     settings = transformer_settings(tiny_checkpoint, precision="auto")

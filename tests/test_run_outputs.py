@@ -18,7 +18,7 @@ from helpers import mnist_settings, transformer_settings
 from uncertainty_lr_study.analysis.__main__ import main as analysis_main
 from uncertainty_lr_study.analysis.aggregate import ResultsError, aggregate, write_aggregate
 from uncertainty_lr_study.io import atomic_write_json
-from uncertainty_lr_study.training import save_checkpoint, train_classifier
+from uncertainty_lr_study.engine import save_checkpoint, train_classifier
 
 RUN_FILES = ("metrics.json", "history.csv", "lr_trace.csv")
 
@@ -107,7 +107,7 @@ def test_non_finite_settings_that_reach_a_run_are_written_as_null(overrides, sta
 def test_trainer_run_with_a_non_finite_evaluation_is_recorded_as_diverged(
     tiny_checkpoint, tmp_path
 ):
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     settings = transformer_settings(tiny_checkpoint, lr=1e12, eval_every_steps=1, warmup_steps=0)
     metrics = train_transformer(settings, tmp_path, keep_checkpoint=True)

@@ -18,11 +18,13 @@ from uncertainty_lr_study.data.squad import (
     TRAIN_SIZE,
     VALIDATION_QUESTIONS,
     QAExample,
-    Windows,
     load_squad,
     parse_squad,
-    postprocess_predictions,
     read_squad_file,
+)
+from uncertainty_lr_study.data.squad_windows import (
+    Windows,
+    postprocess_predictions,
     squad_scores,
     tokenize_windows,
 )
@@ -326,7 +328,7 @@ def qa_settings(checkpoint, **overrides):
 
 
 def test_trainer_question_answering_run_writes_exact_match_and_f1(tiny_checkpoint, tmp_path):
-    from uncertainty_lr_study.hf_backend import train_transformer
+    from uncertainty_lr_study.engine.trainer import train_transformer
 
     metrics = train_transformer(
         qa_settings(
@@ -359,7 +361,7 @@ def test_trainer_question_answering_run_writes_exact_match_and_f1(tiny_checkpoin
 
 
 def test_predictions_out_of_window_order_are_refused():
-    from uncertainty_lr_study.hf_backend import _check_window_order
+    from uncertainty_lr_study.engine.hf_tasks import _check_window_order
 
     features = [{"start_positions": s, "end_positions": e} for s, e in [(0, 0), (5, 7), (9, 9)]]
     windows = Windows(features=features, example_index=[0, 0, 1], offsets=[[], [], []])

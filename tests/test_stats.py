@@ -145,7 +145,7 @@ def test_comparison_against_the_best_baselines():
 
 
 def test_a_control_verdict_says_which_arm_did_better():
-    from uncertainty_lr_study.analysis.tables import control_verdict
+    from uncertainty_lr_study.analysis.latex import control_verdict
 
     def runs(score, steps):
         return pd.DataFrame({"test_score": [score], "steps_to_target": [steps]})
@@ -183,7 +183,7 @@ def test_profile_counts_only_the_tasks_a_method_ran_on():
 
 def test_generated_text_ranks_the_methods_and_reports_the_controls():
     from uncertainty_lr_study.analysis.comparison import comparison
-    from uncertainty_lr_study.analysis.tables import controls_text, ranking_text
+    from uncertainty_lr_study.analysis.latex import controls_text, ranking_text
 
     rows = []
     for seed in range(3):

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from helpers import mnist_settings
 
-from uncertainty_lr_study.training import train_classifier
+from uncertainty_lr_study.engine import train_classifier
 
 TIMING = {"wall_seconds", "train_seconds", "device_hours", "peak_memory_mb", "host"}
 
@@ -101,7 +101,7 @@ def test_divergence_found_at_a_later_read_counts_from_its_own_step(tmp_path, mon
     """The host reads the per-step values every few steps: a NaN image met at step 12
     of 20 stops the run at step 12 whether the loss is read after every step (a row
     per step) or only at the end of the epoch."""
-    from uncertainty_lr_study import training
+    from uncertainty_lr_study.engine import torch_loop as training
 
     real = training.DATASETS["mnist"]
 
@@ -125,7 +125,7 @@ def test_divergence_found_at_a_later_read_counts_from_its_own_step(tmp_path, mon
 def test_freed_memory_is_kept_where_the_c_library_is_glibc():
     import platform
 
-    from uncertainty_lr_study.training import reuse_freed_memory
+    from uncertainty_lr_study.engine import reuse_freed_memory
 
     assert reuse_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
@@ -133,7 +133,7 @@ def test_freed_memory_is_kept_where_the_c_library_is_glibc():
 def test_pending_steps_read_the_values_item_would_give():
     import torch
 
-    from uncertainty_lr_study.training import _PendingSteps
+    from uncertainty_lr_study.engine import _PendingSteps
 
     pending = _PendingSteps()
     values = torch.randn(4, 3)
@@ -163,7 +163,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tmp_path)
     out = tmp_path / "killed"
     code = (
         "from uncertainty_lr_study.config import RunSettings\n"
-        "from uncertainty_lr_study.training import train_classifier\n"
+        "from uncertainty_lr_study.engine import train_classifier\n"
         f"train_classifier(RunSettings(**{s.to_dict()!r}), {str(out)!r})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
@@ -192,7 +192,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tmp_path)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    from uncertainty_lr_study.training import CheckpointError
+    from uncertainty_lr_study.engine import CheckpointError
 
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "last.pt").write_bytes(b"truncated")

@@ -19,8 +19,10 @@ is assumed as slow as the slowest one measured). A job's seconds are its trainin
 loop (``metrics.json``'s ``train_seconds``: the optimizer steps and the validation
 passes between them) plus the rest (kernel start, data, model, the test pass). The
 training loop is scaled by the planned number of optimizer steps: by the ratio of
-``epochs`` and of ``train_subset`` (both subsets, not the full set), the evaluations
-being every so many steps; the rest is kept. A run whose other size settings
+``epochs`` and of the training examples (``train_subset``, or the measured run's
+``train_examples`` where it used the full set; not on SQuAD, whose subset counts
+questions and whose steps count windows), the evaluations being every so many
+steps; the rest is kept. A run whose other size settings
 (:data:`SIZE_FIELDS`: validation and test subsets, batch size, sequence length,
 evaluation interval, model, precision, threads) differ from every measured one has
 no estimate: measure it (one job of the task is enough, e.g. ``snakemake
@@ -78,6 +80,7 @@ COLUMNS = [
     "train_seconds",
     "epochs",
     "train_subset",
+    "train_examples",
     "size",
     "commit",
     "measured_on",
@@ -156,6 +159,7 @@ def collect_run_times(results_dir: str | Path) -> pd.DataFrame:
                 "train_seconds": round(float(metrics["train_seconds"]), 1),
                 "epochs": settings["epochs"],
                 "train_subset": settings["train_subset"],
+                "train_examples": int(metrics.get("train_examples", 0)),
                 "size": size_key(settings),
                 "commit": "",
                 "measured_on": "",
@@ -266,9 +270,15 @@ def _run_seconds(
             "pipeline and record its times (python -m uncertainty_lr_study.budget record)"
         )
     planned_subset = settings["train_subset"]
+    # a subset of a measured full set is scaled by examples, except on SQuAD, whose
+    # subset counts questions and whose runs count windows
+    from_full = planned_subset > 0 and settings["dataset"] != "squad"
     same = task[
         (task["size"] == size_key(settings))
-        & ((task["train_subset"] > 0) == (planned_subset > 0))
+        & (
+            ((task["train_subset"] > 0) == (planned_subset > 0))
+            | (from_full & (task["train_subset"] == 0))
+        )
     ]
     if same.empty:
         raise ConfigError(
@@ -281,7 +291,8 @@ def _run_seconds(
         )
     steps = settings["epochs"] / same["epochs"]
     if planned_subset > 0:
-        steps = steps * planned_subset / same["train_subset"]
+        measured = same["train_subset"].where(same["train_subset"] > 0, same["train_examples"])
+        steps = steps * planned_subset / measured
     scaled = same["seconds"] - same["train_seconds"] + same["train_seconds"] * steps
     medians = scaled.groupby(same["schedule"]).median()
     if settings["scheduler"] in medians.index:
@@ -383,7 +394,7 @@ def record(
     extra = [
         {"cpu_kind": kind, "cpu_model": model, "kind": k, "task": "", "schedule": "",
          "seed": -1, "seconds": round(float(v), 1), "train_seconds": 0.0, "epochs": 0,
-         "train_subset": 0, "size": ""}
+         "train_subset": 0, "train_examples": 0, "size": ""}
         for k, v in overheads.items()
     ]
     new = pd.concat([new, pd.DataFrame(extra)], ignore_index=True)
@@ -406,10 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser("record", help="add a pipeline run's job times to the table")
     rec.add_argument("results_dir")
     rec.add_argument("--overhead", action="append", default=[], metavar="KIND=SECONDS")
+    rec.add_argument("--table", default=str(RUN_TIMES), help="the table (default: %(default)s)")
     est = sub.add_parser("estimate", help="a config's end-to-end time from the table")
     est.add_argument("config")
     est.add_argument("--cpu-kind", default=BUDGET_CPU_KIND)
     est.add_argument("--cores", type=int, default=BUDGET_CORES)
+    est.add_argument("--table", default=str(RUN_TIMES), help="the table (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
@@ -420,10 +433,12 @@ def main(argv: list[str] | None = None) -> int:
                     overheads[key] = float(value)
                 except ValueError:
                     raise ConfigError(f"--overhead {item!r}: expected KIND=SECONDS") from None
-            table = record(args.results_dir, overheads)
-            print(f"{RUN_TIMES}: {len(table)} rows")
+            table = record(args.results_dir, overheads, args.table)
+            print(f"{args.table}: {len(table)} rows")
             return 0
-        result = estimate(load_config(args.config), load_run_times(), args.cpu_kind, args.cores)
+        result = estimate(
+            load_config(args.config), load_run_times(args.table), args.cpu_kind, args.cores
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

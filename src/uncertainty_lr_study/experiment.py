@@ -67,10 +67,10 @@ def run(
     :func:`default_out_dir`; relative paths are taken from the repository root).
 
     The backend follows the model: ``transformer`` trains through Hugging Face
-    ``Trainer`` (:func:`uncertainty_lr_study.hf_backend.train_transformer`), as distributed
+    ``Trainer`` (:func:`uncertainty_lr_study.engine.trainer.train_transformer`), as distributed
     data parallel in ``num_processes`` worker processes when that is > 1
     (:func:`uncertainty_lr_study.distributed.launch`); the others in the plain PyTorch loop
-    (:func:`uncertainty_lr_study.training.train_classifier`).
+    (:func:`uncertainty_lr_study.engine.train_classifier`).
     Returns the run's metrics, with the folder written under ``"out_dir"``."""
     from uncertainty_lr_study.tasks import HF_MODELS  # noqa: PLC0415
 
@@ -81,16 +81,16 @@ def run(
         import json  # noqa: PLC0415
 
         from uncertainty_lr_study.distributed import launch  # noqa: PLC0415
-        from uncertainty_lr_study.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
+        from uncertainty_lr_study.engine.trainer import train_transformer  # noqa: PLC0415 (heavy)
 
         launch(train_transformer, settings, out, num_processes=settings.num_processes)
         metrics = json.loads((out / "metrics.json").read_text())  # written by rank 0
     elif settings.model in HF_MODELS:
-        from uncertainty_lr_study.hf_backend import train_transformer  # noqa: PLC0415 (heavy)
+        from uncertainty_lr_study.engine.trainer import train_transformer  # noqa: PLC0415 (heavy)
 
         metrics = train_transformer(settings, out, progress=progress)
     else:
-        from uncertainty_lr_study.training import train_classifier  # noqa: PLC0415 (heavy imports)
+        from uncertainty_lr_study.engine import train_classifier  # noqa: PLC0415 (heavy imports)
 
         metrics = train_classifier(settings, out, progress=progress)
     return {**metrics, "out_dir": str(out)}

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 sensitivity=_optional_csv(args.aggregate / "sensitivity.csv"),
             )
         else:
-            from uncertainty_lr_study.analysis.tables import write_tables  # noqa: PLC0415
+            from uncertainty_lr_study.analysis.latex import write_tables  # noqa: PLC0415
 
             write_tables(
                 runs,

@@ -4,7 +4,7 @@ probability of improvement, and the performance profile across tasks.
 
 Built from the aggregate table (``runs.csv``) with :mod:`uncertainty_lr_study.analysis.stats`;
 written as ``comparison.csv`` beside it (for the explore notebook) and as the
-paper's main table (:func:`comparison_tex`).
+paper's main table (:func:`uncertainty_lr_study.analysis.latex.comparison_tex`).
 
 Time to target is measured in optimizer steps by default: deterministic for a given
 seed, and comparable across methods whose cost per step is the same (wall seconds
@@ -177,51 +177,3 @@ def profile(runs: pd.DataFrame, time_column: str = TIME_COLUMN, taus=None) -> pd
     rho = performance_profile(medians, taus)
     # fraction over the tasks each method ran on (NaN counted as missed above)
     return rho * len(medians) / ran.sum().clip(lower=1)
-
-
-def _num(value: float, fmt: str) -> str:
-    if math.isnan(value):
-        return "--"
-    if math.isinf(value):
-        return r"$\infty$"
-    return format(value, fmt)
-
-
-def _with_ci(value: float, low: float, high: float, fmt: str, scale: float = 1.0) -> str:
-    if math.isnan(value):
-        return "--"
-    text = _num(value * scale, fmt) if math.isfinite(value) else r"$\infty$"
-    if math.isnan(low):
-        return text
-    lo = _num(low * scale, fmt) if math.isfinite(low) else r"$\infty$"
-    hi = _num(high * scale, fmt) if math.isfinite(high) else r"$\infty$"
-    return f"{text} [{lo}, {hi}]"
-
-
-def comparison_tex(table: pd.DataFrame) -> str:
-    """The paper's main table (booktabs) from :func:`comparison`: one block per task."""
-    from uncertainty_lr_study.analysis.tables import tex_escape  # noqa: PLC0415
-
-    lines = [
-        r"\begin{tabular}{lllcccccc}",
-        r"\toprule",
-        r"task & method & family & test score (\%) & steps to target & epochs & speed-up "
-        r"& $P(\text{faster})$ & $P(\text{higher score})$ \\",
-        r"\midrule",
-    ]
-    for i, (task, block) in enumerate(table.groupby("task", sort=False)):
-        if i:
-            lines.append(r"\midrule")
-        for j, r in enumerate(block.itertuples()):
-            ref = " (ref.)" if r.scheduler == r.time_baseline else ""
-            steps = _with_ci(r.steps_median, r.steps_low, r.steps_high, ".0f")
-            lines.append(
-                f"{tex_escape(task) if j == 0 else ''} & \\texttt{{{tex_escape(r.scheduler)}}}{ref} & "
-                f"{tex_escape(r.family)} & {_with_ci(r.score_median, r.score_low, r.score_high, '.2f', 100)} & "
-                f"{steps} ({r.n_reached}/{r.n_seeds}) & {_num(r.epochs_median, '.2f')} & "
-                f"{_num(r.speedup, '.2f')} & "
-                f"{_with_ci(r.p_faster, r.p_faster_low, r.p_faster_high, '.2f')} & "
-                f"{_with_ci(r.p_better, r.p_better_low, r.p_better_high, '.2f')} \\\\"
-            )
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)

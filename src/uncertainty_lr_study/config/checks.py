@@ -17,7 +17,7 @@ from uncertainty_lr_study.config.plan import sweep_label, task_schedulers, task_
 from uncertainty_lr_study.config.settings import cross_seed_source
 from uncertainty_lr_study.config_guard import short_repr
 from uncertainty_lr_study.data import check_data_content
-from uncertainty_lr_study.data.squad import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH, context_room
+from uncertainty_lr_study.data.squad_windows import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH, context_room
 from uncertainty_lr_study.models import build_model
 from uncertainty_lr_study.pretrained import PretrainedError, resolve_pretrained
 from uncertainty_lr_study.registry import SCHEDULERS, build_scheduler

@@ -7,6 +7,7 @@ from typing import Any
 
 from uncertainty_lr_study.registry import SCHEDULERS
 
+
 def task_schedulers(config: dict[str, Any], task: str) -> list[str]:
     """The schedulers a task runs: its own ``schedulers`` list, else the config's."""
     return list(config["tasks"][task].get("schedulers", config["schedulers"]))

@@ -13,6 +13,7 @@ from uncertainty_lr_study.config_guard import non_finite_problems, short_repr, s
 from uncertainty_lr_study.registry import SCHEDULERS
 from uncertainty_lr_study.tasks import DATASET_NAMES, HF_MODELS, TARGET_METRICS, target_metrics
 
+
 def _value_problems(data: dict[str, Any]) -> list[str]:
     """Range and name checks of well-typed run settings (the config schema's, for
     settings given directly, e.g. as notebook parameters)."""

@@ -13,7 +13,7 @@ Two ways to turn reviews into model inputs:
   vocabulary learnt from the training split only with the Hugging Face ``tokenizers``
   library (NFKC, lower case, BERT's whitespace-and-punctuation pre-tokenizer), ids
   padded on the right with ``PAD_ID = 0``;
-- the transformer path (``uncertainty_lr_study.hf_backend``): the pretrained model's own
+- the transformer path (``uncertainty_lr_study.engine.trainer``): the pretrained model's own
   tokenizer, with the same :func:`truncate_ids` rule.
 
 ``<br />`` line breaks of the raw reviews are replaced by spaces when loading.

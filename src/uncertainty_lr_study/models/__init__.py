@@ -1,7 +1,7 @@
 """Models of the study's plain-PyTorch backend, built by name from the experiment config.
 
 The transformer models (``model: transformer`` in the config) are built by the
-Hugging Face backend (:mod:`uncertainty_lr_study.hf_backend`) from a pretrained checkpoint.
+Hugging Face backend (:mod:`uncertainty_lr_study.engine.trainer`) from a pretrained checkpoint.
 """
 
 from __future__ import annotations

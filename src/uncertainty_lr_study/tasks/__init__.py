@@ -2,8 +2,8 @@
 
 A task in the experiment config names a ``dataset`` (a key of :data:`DATASETS`)
 and a ``model``: ``lenet5`` and ``lstm`` train in the plain-PyTorch backend
-(:mod:`uncertainty_lr_study.training`), ``transformer`` (a pretrained Hugging Face
-checkpoint) in the Trainer backend (:mod:`uncertainty_lr_study.hf_backend`).
+(:mod:`uncertainty_lr_study.engine`), ``transformer`` (a pretrained Hugging Face
+checkpoint) in the Trainer backend (:mod:`uncertainty_lr_study.engine.trainer`).
 """
 
 from __future__ import annotations
