@@ -42,30 +42,18 @@ rule train:
         "-y {params.parameters:q} >> {log:q} 2>&1"
 
 
-# One run of the sensitivity sweep (config `sensitivity`): the sweep task with one
-# point's scheduler overrides, under results/sensitivity/.
-rule train_sensitivity:
+# One run of the sensitivity sweep (config `sensitivity`): the train rule with the
+# sweep task and one point's scheduler overrides, under results/sensitivity/ (no
+# control source; the default priority).
+use rule train as train_sensitivity with:
     input:
         notebook="notebooks/train.ipynb",
     output:
         **run_outputs(SWEEP_RUN),
     params:
         parameters=sensitivity_parameters,
+    priority: 0
     log:
         str(paths.job_log(RESULTS, SWEEP_RUN)),
     benchmark:
         str(paths.job_benchmark(RESULTS, SWEEP_RUN))
-    threads: config["threads_per_run"]
-    resources:
-        gpu=config["processes_per_run"] if config["device"] == "cuda" else 0,
-        runtime=lambda wildcards, attempt: 120 * attempt,
-        keep_checkpoints=int(config["keep_checkpoints"]),
-    wildcard_constraints:
-        seed=r"\d+",
-    conda:
-        "../../environment.yml"
-    shell:
-        "python -m uncertainty_lr_study.experiment check-parameters {params.parameters:q} > {log:q} 2>&1 "
-        "&& UNCERTAINTY_LR_KEEP_CHECKPOINTS={resources.keep_checkpoints:q} "
-        "papermill {input.notebook:q} {output.notebook:q} -k python3 --no-progress-bar "
-        "-y {params.parameters:q} >> {log:q} 2>&1"
