@@ -49,6 +49,7 @@ from typing import Any
 
 import pandas as pd
 
+from uncertainty_lr_study import paths
 from uncertainty_lr_study.config import (
     ConfigError,
     load_config,
@@ -58,8 +59,10 @@ from uncertainty_lr_study.config import (
     run_priority,
     sensitivity_runs,
 )
-from uncertainty_lr_study import paths
+from uncertainty_lr_study.controls import source_seed
+from uncertainty_lr_study.io import atomic_write_csv
 from uncertainty_lr_study.paths import repo_root
+from uncertainty_lr_study.registry import SCHEDULERS
 
 BUDGET_SECONDS = 2 * 3600
 """``make run`` of the default config end to end, on :data:`BUDGET_CORES` cores."""
@@ -320,9 +323,6 @@ def estimate(
         ConfigError: nothing measured on ``cpu_kind``, a task never measured, a run
             whose size settings were never measured, or a missing overhead.
     """
-    from uncertainty_lr_study.controls import source_seed
-    from uncertainty_lr_study.registry import SCHEDULERS
-
     times = times[times["cpu_kind"] == cpu_kind]
     if times.empty:
         raise ConfigError(f"no job measured on CPU kind {cpu_kind!r}")
@@ -404,8 +404,6 @@ def record(
     old = load_run_times(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
     keep = old[~((old["cpu_kind"] == kind) & (old["commit"] == new["commit"].iloc[0]))]
     table = pd.concat([keep, new], ignore_index=True)[COLUMNS]
-    from uncertainty_lr_study.io import atomic_write_csv
-
     atomic_write_csv(path, table)
     return table
 
