@@ -7,11 +7,14 @@ behaviour is documented on the class."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+
+log = logging.getLogger("uncertainty_lr.scheduler")  # the scheduler's own logger
 
 Number = float | int
 
@@ -306,3 +309,57 @@ def _relative(
             values[n] = v / scale
         scales[n] = v if scale is None else scale + alpha * (v - scale)
     return values if ready else None
+
+
+def _take_windows(
+    windows: Mapping[str, _Window], names: Sequence[str], smoothing: str
+) -> tuple[list[list[float]], float]:
+    """Take each signal's window: ``[total, count]`` per name (``smoothing="ema"``:
+    ``[ema, 1]`` when the window saw a finite value, else ``[0, 0]``) and the number
+    of non-finite values left out."""
+    local, skipped = [], 0.0
+    for n in names:
+        total, count, nonfinite, ema = windows[n].take()
+        skipped += nonfinite
+        if smoothing == "ema":
+            total, count = (ema if count and ema is not None else 0.0), (1.0 if count else 0.0)
+        local.append([total, count])
+    return local, skipped
+
+
+def _mean_over_ranks(names: Sequence[str], local: list[list[float]]) -> dict[str, float]:
+    """Each signal's mean, its totals and counts summed over all ranks under
+    ``torch.distributed`` (one ``all_reduce``); signals with no value are left out."""
+    if _distributed_world() > 1:
+        buf = torch.tensor(local, dtype=torch.float64)
+        if torch.distributed.get_backend() == "nccl":
+            buf = buf.cuda()
+        torch.distributed.all_reduce(buf)
+        local = buf.cpu().tolist()
+    return {n: total / count for n, (total, count) in zip(names, local) if count > 0}
+
+
+def _set_saved_rates(groups: Sequence[dict[str, Any]], saved: Sequence[float]) -> None:
+    """Set the parameter groups' rates to a restored scheduler's (logged where they
+    differ)."""
+    current = [float(g["lr"]) for g in groups]
+    if current != list(saved):
+        log.info(
+            "UncertaintyLR.load_state_dict: set the optimizer's learning rates %s to "
+            "the saved %s",
+            current,
+            list(saved),
+        )
+        for group, lr in zip(groups, saved):
+            group["lr"] = lr
+
+
+def _warn_clipped_increase(increase_factor: float, max_lrs: Sequence[float]) -> None:
+    """Log, at the first increase, that ``max_lr`` clipped it away entirely."""
+    log.warning(
+        "UncertaintyLR: an increase (x%g) was clipped at max_lr %s, which defaults "
+        "to the initial rate: increases can then only undo decreases. Give max_lr "
+        "above the initial rate to let the schedule raise it.",
+        increase_factor,
+        max_lrs,
+    )

@@ -23,12 +23,15 @@ from uncertainty_lr._observations import (
     _check_bounds,
     _check_options,
     _check_positive_mapping,
-    _distributed_world,
+    _mean_over_ranks,
     _new_group_bounds,
     _per_group,
     _relative,
     _restored_windows,
+    _set_saved_rates,
+    _take_windows,
     _verdict,
+    _warn_clipped_increase,
     _Window,
     _windows_state,
 )
@@ -369,14 +372,7 @@ class UncertaintyLR(LRScheduler):
         """Each signal's value for this decision (averaged over ranks under DDP);
         one host read of the window's device values."""
         names = list(self.thresholds)
-        local = []
-        skipped = 0.0
-        for n in names:
-            total, count, nonfinite, ema = self._windows[n].take()
-            skipped += nonfinite
-            if self.smoothing == "ema":
-                total, count = (ema if count and ema is not None else 0.0), (1.0 if count else 0.0)
-            local.append([total, count])
+        local, skipped = _take_windows(self._windows, names, self.smoothing)
         if skipped:
             self.nonfinite_before += int(skipped)
             log.warning(
@@ -385,13 +381,7 @@ class UncertaintyLR(LRScheduler):
                 skipped,
                 self.nonfinite_before,
             )
-        if _distributed_world() > 1:
-            buf = torch.tensor(local, dtype=torch.float64)
-            if torch.distributed.get_backend() == "nccl":
-                buf = buf.cuda()
-            torch.distributed.all_reduce(buf)
-            local = buf.cpu().tolist()
-        return {n: total / count for n, (total, count) in zip(names, local) if count > 0}
+        return _mean_over_ranks(names, local)
 
     def _verdict(self, ratios: dict[str, float]) -> int:
         """-1 decrease, +1 increase, 0 keep, from signal / threshold ratios."""
@@ -436,7 +426,9 @@ class UncertaintyLR(LRScheduler):
             self.num_increases += 1
             raised = self._clip([lr * self.increase_factor for lr in current])
             if raised == current:
-                self._note_clipped_increase()
+                self.num_clipped_increases += 1
+                if self.num_clipped_increases == self.num_increases == 1:
+                    _warn_clipped_increase(self.increase_factor, self.max_lrs)
             return raised
         return current
 
@@ -444,17 +436,6 @@ class UncertaintyLR(LRScheduler):
         """Signals over their running scales (``threshold_mode="rel"``), updating the
         scales; None while a scale is not set yet (the first decision)."""
         return _relative(signals, self.scales, self.scale_half_life)
-
-    def _note_clipped_increase(self) -> None:
-        self.num_clipped_increases += 1
-        if self.num_clipped_increases == self.num_increases == 1:
-            log.warning(
-                "UncertaintyLR: an increase (x%g) was clipped at max_lr %s, which defaults "
-                "to the initial rate: increases can then only undo decreases. Give max_lr "
-                "above the initial rate to let the schedule raise it.",
-                self.increase_factor,
-                self.max_lrs,
-            )
 
     def _warn_if_never_observed(self) -> None:
         if not self.ever_observed and not self.warned_unobserved:
@@ -498,16 +479,8 @@ class UncertaintyLR(LRScheduler):
         windows = {k: state.pop(k, {}) for k in ("sums", "counts", "emas", "pending_nonfinite")}
         self.__dict__.update(state)
         self._windows = _restored_windows(self.thresholds, **windows)
-        current = [float(g["lr"]) for g in groups]
-        if saved and current != saved:
-            log.info(
-                "UncertaintyLR.load_state_dict: set the optimizer's learning rates %s to "
-                "the saved %s",
-                current,
-                saved,
-            )
-            for group, lr in zip(groups, saved):
-                group["lr"] = lr
+        if saved:
+            _set_saved_rates(groups, saved)
 
 
 def uncertainty_part(scheduler: LRScheduler) -> UncertaintyLR | None:
