@@ -36,6 +36,7 @@ Writes benchmarks/out/bench_epoch_<task>.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -205,9 +206,15 @@ def worker(a: argparse.Namespace) -> None:
 
         return load
 
-    for name, real in list(tasks.DATASETS.items()):
-        tasks.DATASETS[name] = load_once(name, real)
-    data = tasks.DATASETS[s.dataset](s)
+    if hasattr(tasks, "DATA_SETS"):  # one record per data set (after the redesign)
+        for name, record in list(tasks.DATA_SETS.items()):
+            if record.load is not None:
+                tasks.DATA_SETS[name] = dataclasses.replace(record, load=load_once(name, record.load))
+        data = tasks.DATA_SETS[s.dataset].load(s)
+    else:  # 073a0b7's parallel dicts
+        for name, real in list(tasks.DATASETS.items()):
+            tasks.DATASETS[name] = load_once(name, real)
+        data = tasks.DATASETS[s.dataset](s)
     tmp = Path(tempfile.mkdtemp())
 
     def run(run_settings, test: bool = True) -> float:

@@ -14,7 +14,7 @@ from uncertainty_lr_study.config import (
 from uncertainty_lr_study.models import MODELS
 from uncertainty_lr_study.paths import repo_root
 from uncertainty_lr_study.registry import SCHEDULERS
-from uncertainty_lr_study.tasks import DATA_CHECKS, HF_MODELS, TRAIN_SIZES
+from uncertainty_lr_study.tasks import DATA_SETS, HF_MODELS, MODEL_KINDS
 
 CONFIGS = ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"]
 
@@ -52,7 +52,8 @@ def test_schema_lists_exactly_the_registry():
 def test_schema_lists_exactly_the_models_and_datasets():
     task = load_schema()["$defs"]["task"]["properties"]
     assert set(task["model"]["enum"]) == set(MODELS) | set(HF_MODELS)
-    assert set(task["dataset"]["enum"]) == set(DATA_CHECKS) == set(TRAIN_SIZES)
+    assert set(task["dataset"]["enum"]) == set(DATA_SETS)
+    assert set(task["model"]["enum"]) == set(MODEL_KINDS)
 
 
 def bad_config():

@@ -15,14 +15,10 @@ MAX_FUNCTION_LINES = 80
 """Lines of a function's body, its docstring left out (the docstrings document every
 argument, unit and error, and are not what makes a function hard to follow)."""
 
-OVER_MODULE_LIMIT = {"uncertainty_lr/scheduler.py": 525}
+OVER_MODULE_LIMIT: dict[str, int] = {}
 """Modules still over the limit, with the ceiling they may not grow past (each
 entry is a step of the redesign left to do; an entry under the limit fails too)."""
-OVER_FUNCTION_LIMIT = {
-    "uncertainty_lr_study/analysis/aggregate.py::run_row": 89,
-    "uncertainty_lr_study/analysis/latex/tables.py::setup_tex": 108,
-    "uncertainty_lr_study/analysis/latex/text.py::numbers_and_findings": 90,
-}
+OVER_FUNCTION_LIMIT: dict[str, int] = {}
 """Functions still over the limit, with their ceilings (as above)."""
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pandas as pd
@@ -103,14 +104,14 @@ def test_divergence_found_at_a_later_read_counts_from_its_own_step(tmp_path, mon
     per step) or only at the end of the epoch."""
     from uncertainty_lr_study.engine import torch_loop as training
 
-    real = training.DATASETS["mnist"]
+    real = training.DATA_SETS["mnist"]
 
     def poisoned(s):
-        data = real(s)
+        data = real.load(s)
         data.x_train[443] = float("nan")  # in the batch of step 12 in seed 0's order
         return data
 
-    monkeypatch.setitem(training.DATASETS, "mnist", poisoned)
+    monkeypatch.setitem(training.DATA_SETS, "mnist", dataclasses.replace(real, load=poisoned))
     runs = [
         train_classifier(
             settings(epochs=1, sample_every_steps=k, eval_every_steps=0), tmp_path / f"{k}"

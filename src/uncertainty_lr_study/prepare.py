@@ -26,7 +26,7 @@ from uncertainty_lr_study.pretrained import (
     models_dir,
     resolve_pretrained,
 )
-from uncertainty_lr_study.tasks import DATA_CHECKS, HF_MODELS
+from uncertainty_lr_study.tasks import DATA_SETS, HF_MODELS
 
 
 def prepare(config_file: str | Path) -> list[str]:
@@ -51,7 +51,7 @@ def prepare(config_file: str | Path) -> list[str]:
         if (task["dataset"], source) in verified:
             pass
         elif source == "local":
-            DATA_CHECKS[task["dataset"]]()
+            DATA_SETS[task["dataset"]].verify()
             report.append(f"{name}: data {task['dataset']} vendored and verified")
         else:
             try:

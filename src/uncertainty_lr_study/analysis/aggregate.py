@@ -22,7 +22,7 @@ import pandas as pd
 
 from uncertainty_lr_study.analysis.comparison import comparison, family
 from uncertainty_lr_study.io import atomic_write_csv
-from uncertainty_lr_study.tasks import PRIMARY_METRIC
+from uncertainty_lr_study.tasks import DATA_SETS
 
 
 class ResultsError(ValueError):
@@ -36,7 +36,7 @@ folder in its place, bad permissions, binary bytes)."""
 
 HISTORY_COLUMNS = ("kind", "step", "epoch", "lr", "grad_norm", "predictive_variance", "val_loss")
 """Columns of a run's ``history.csv`` that the aggregate, its tables and figures
-read (besides the data set's ranking metric, ``val_<PRIMARY_METRIC>``)."""
+read (besides the data set's ranking metric, ``val_<DataSet.primary_metric>``)."""
 
 
 def _why(err: BaseException) -> str:
@@ -105,7 +105,7 @@ def _read_history(path: Path, metrics: dict[str, Any]) -> pd.DataFrame:
             f"run history {path} is malformed ({type(err).__name__}: {_why(err)}); "
             "delete it and re-run its job"
         ) from err
-    needed = [*HISTORY_COLUMNS, f"val_{PRIMARY_METRIC[metrics['dataset']]}"]
+    needed = [*HISTORY_COLUMNS, f"val_{DATA_SETS[metrics['dataset']].primary_metric}"]
     missing = [c for c in needed if c not in hist.columns]
     if missing:
         raise ResultsError(
@@ -126,7 +126,8 @@ def _read_history(path: Path, metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Flatten one ``metrics.json`` into a row of ``runs.csv``.
+    """Flatten one ``metrics.json`` into a row of ``runs.csv`` (its columns in the
+    order of :func:`_result_columns`, :func:`_cost_columns`, :func:`_settings_columns`).
 
     A ``null`` number (how a run writes NaN and infinity, e.g. a diverged run's last
     validation loss or a non-finite learning rate) becomes NaN.
@@ -135,13 +136,19 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         KeyError, TypeError, IndexError, AttributeError: a field is missing or of
             the wrong type.
     """
+    row = {**_result_columns(metrics), **_cost_columns(metrics), **_settings_columns(metrics)}
+    return {k: (math.nan if v is None else v) for k, v in row.items()}
+
+
+def _result_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Who the run is, its scores, its time to target and its size."""
     test = metrics.get("test") or {}
     ttt = metrics["time_to_target"]
     s = metrics["settings"]
     nan = math.nan
-    primary = PRIMARY_METRIC[metrics["dataset"]]
+    primary = DATA_SETS[metrics["dataset"]].primary_metric
     final_val = metrics["final_val"]
-    row = {
+    return {
         "task": metrics["task"],
         "dataset": metrics["dataset"],
         "model": metrics["model"],
@@ -158,7 +165,7 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_f1": test.get("f1", nan),
         "test_exact_match": test.get("exact_match", nan),
         "test_loss": test.get("loss", nan),
-        # the data set's ranking metric (accuracy; SQuAD: F1), tasks.PRIMARY_METRIC
+        # the data set's ranking metric (accuracy; SQuAD: F1), tasks.DataSet.primary_metric
         "score_metric": primary,
         "test_score": test.get(primary, nan),
         "final_val_score": final_val.get(primary, nan),
@@ -185,6 +192,13 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "group_by_length": bool(s.get("group_by_length", False)),
         "val_examples": metrics.get("val_examples", math.nan),
         "test_examples": metrics.get("test_examples", math.nan),
+    }
+
+
+def _cost_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The last rate, the decisions of an uncertainty schedule, time and memory."""
+    nan = math.nan
+    return {
         "final_lr": metrics["final_lr"][0],
         # decisions of an uncertainty schedule (NaN for fixed schedules)
         "lr_decreases": (metrics.get("lr_decisions") or {}).get("decreases", nan),
@@ -197,6 +211,13 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "device_hours": metrics["device_hours"],
         "device_hours_unit": metrics["device_hours_unit"],
         "peak_memory_mb": metrics["peak_memory_mb"],
+    }
+
+
+def _settings_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings, the versions and the commit."""
+    s = metrics["settings"]
+    return {
         "epochs": s["epochs"],
         "batch_size": s["batch_size"],
         "lr": s["lr"],
@@ -223,7 +244,6 @@ def run_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "torch_version": metrics["versions"]["torch"],
         "git_commit": metrics["git_commit"],
     }
-    return {k: (nan if v is None else v) for k, v in row.items()}
 
 
 def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -243,8 +263,8 @@ def aggregate(metrics_files: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
         metrics = _read_json(path)
         rows.append(_run_row(path, metrics))
         hist = _read_history(path.with_name("history.csv"), metrics)
-        # each evaluation's value of the data set's ranking metric (tasks.PRIMARY_METRIC)
-        hist["val_score"] = hist[f"val_{PRIMARY_METRIC[metrics['dataset']]}"]
+        # each evaluation's value of the data set's ranking metric (DataSet.primary_metric)
+        hist["val_score"] = hist[f"val_{DATA_SETS[metrics['dataset']].primary_metric}"]
         hist.insert(0, "seed", metrics["seed"])
         hist.insert(0, "scheduler", metrics["scheduler"])
         hist.insert(0, "task", metrics["task"])

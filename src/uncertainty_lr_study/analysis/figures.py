@@ -69,7 +69,7 @@ def _facet(
 
 
 def validation_score(evals: pd.DataFrame) -> pd.Series:
-    """Each evaluation row's ranking metric (``tasks.PRIMARY_METRIC``): the
+    """Each evaluation row's ranking metric (``tasks.DataSet.primary_metric``): the
     aggregate's ``val_score`` column; for a single run's history (no such column),
     ``val_accuracy``, or ``val_f1`` where a task has no accuracy (SQuAD)."""
     if "val_score" in evals:

@@ -21,14 +21,7 @@ from uncertainty_lr_study.data.squad_windows import DEFAULT_MAX_LENGTH, MIN_MAX_
 from uncertainty_lr_study.models import build_model
 from uncertainty_lr_study.pretrained import PretrainedError, resolve_pretrained
 from uncertainty_lr_study.registry import SCHEDULERS, build_scheduler
-from uncertainty_lr_study.tasks import (
-    HF_MODELS,
-    MODEL_DATASETS,
-    TEST_SIZES,
-    TRAIN_SIZES,
-    VAL_SIZES,
-    target_metrics,
-)
+from uncertainty_lr_study.tasks import DATA_SETS, HF_MODELS, MODEL_KINDS, target_metrics
 
 TEXT_ONLY = {
     "max_length": ("imdb", "squad"),
@@ -173,7 +166,7 @@ def task_problems(config: dict[str, Any], task: str, t: dict[str, Any], checked:
     """The checks of one task (:func:`preflight`'s list); ``checked``: the data sets
     whose files were already checked (each once)."""
     problems = target_problems(task, t)
-    allowed = MODEL_DATASETS[t["model"]]
+    allowed = MODEL_KINDS[t["model"]].data_sets
     if t["dataset"] not in allowed:
         problems.append(
             f"  - tasks/{task}/model: {t['model']!r} cannot read dataset "
@@ -238,7 +231,7 @@ def transformer_problems(config: dict[str, Any], task: str, t: dict[str, Any]) -
         )
     else:
         problems += _checkpoint_problems(config, task, t)
-    problems += _warmup_problems(task, t, TRAIN_SIZES[t["dataset"]])
+    problems += _warmup_problems(task, t, DATA_SETS[t["dataset"]].train_size)
     problems += [
         f"  - tasks/{task}/{key}: applies to model 'lstm' only (the transformer uses its "
         "checkpoint's tokenizer and architecture); remove it"
@@ -289,13 +282,13 @@ def squad_window_problems(task: str, t: dict[str, Any]) -> list[str]:
 def subset_problems(task: str, t: dict[str, Any]) -> list[str]:
     """Each subset is at most its split."""
     problems = []
-    for key, sizes, split in (
-        ("val_subset", VAL_SIZES, "validation"),
-        ("test_subset", TEST_SIZES, "test"),
-        ("train_subset", TRAIN_SIZES, "training"),
+    data = DATA_SETS[t["dataset"]]
+    for key, size, split in (
+        ("val_subset", data.val_size, "validation"),
+        ("test_subset", data.test_size, "test"),
+        ("train_subset", data.train_size, "training"),
     ):
-        size = sizes.get(t["dataset"])
-        if size is not None and t.get(key, 0) > size:
+        if t.get(key, 0) > size:
             problems.append(
                 f"  - tasks/{task}/{key}: {t[key]} exceeds the {size:,} {split} examples "
                 f"of {t['dataset']}; use 0 for all"

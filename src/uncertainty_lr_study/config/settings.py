@@ -11,15 +11,15 @@ from uncertainty_lr_study.config.errors import ConfigError
 from uncertainty_lr_study.config.plan import sensitivity_points, task_schedulers, task_seeds
 from uncertainty_lr_study.config_guard import non_finite_problems, short_repr, size_problems
 from uncertainty_lr_study.registry import SCHEDULERS
-from uncertainty_lr_study.tasks import DATASET_NAMES, HF_MODELS, TARGET_METRICS, target_metrics
+from uncertainty_lr_study.tasks import DATA_SETS, HF_MODELS, MODEL_KINDS, TARGET_METRICS, target_metrics
 
 
 def _value_problems(data: dict[str, Any]) -> list[str]:
     """Range and name checks of well-typed run settings (the config schema's, for
     settings given directly, e.g. as notebook parameters)."""
-    models = ("lenet5", "lstm", *HF_MODELS)
+    models = tuple(MODEL_KINDS)
     rules = [
-        ("dataset", lambda v: v in DATASET_NAMES, f"one of {', '.join(DATASET_NAMES)}"),
+        ("dataset", lambda v: v in DATA_SETS, f"one of {', '.join(DATA_SETS)}"),
         ("model", lambda v: v in models, f"one of {', '.join(models)}"),
         ("seed", lambda v: v >= 0, ">= 0"),
         ("source_seed", lambda v: v >= -1, ">= 0 (or -1: none)"),
@@ -58,7 +58,7 @@ def _value_problems(data: dict[str, Any]) -> list[str]:
         for name, ok, rule in rules
         if name in data and not ok(data[name])
     ]
-    if not problems and data.get("dataset") in DATASET_NAMES and "target_metric" in data:
+    if not problems and data.get("dataset") in DATA_SETS and "target_metric" in data:
         allowed = target_metrics(data["dataset"])
         if data["target_metric"] not in allowed:
             problems.append(

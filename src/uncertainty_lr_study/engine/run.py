@@ -32,7 +32,7 @@ from uncertainty_lr_study.metrics import time_to_target
 from uncertainty_lr_study.paths import repo_root
 from uncertainty_lr_study.precision import cpu_kind
 from uncertainty_lr_study.registry import SCHEDULERS, build_peer_optimizer, effective_lrs
-from uncertainty_lr_study.tasks import VAL_METRICS
+from uncertainty_lr_study.tasks import DATA_SETS
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def summarise_run(
         s: the run's settings.
         history: the run's history rows (``kind`` ``"eval"`` rows carry ``step``,
             ``epoch``, ``seconds``, ``val_loss`` and the data set's validation metrics,
-            :data:`uncertainty_lr_study.tasks.VAL_METRICS`: ``val_accuracy``, or
+            :attr:`uncertainty_lr_study.tasks.DataSet.val_metrics`: ``val_accuracy``, or
             ``val_exact_match`` and ``val_f1``).
         status: ``"completed"`` or ``"diverged"``.
         diverged_epoch: fractional epoch of the divergence, or None.
@@ -238,7 +238,7 @@ def summarise_run(
     )
     units = 1 if device.type == "cuda" else s.num_threads
     last_eval = evals.iloc[-1]
-    score_names = [m for m in VAL_METRICS[s.dataset] if f"val_{m}" in evals]
+    score_names = [m for m in DATA_SETS[s.dataset].val_metrics if f"val_{m}" in evals]
     adaptive = uncertainty_part(scheduler)
     return finite_or_none({
         "task": s.task,

@@ -49,7 +49,7 @@ from uncertainty_lr_study.engine.steps import SYNC_EVERY_STEPS, _PendingSteps, _
 from uncertainty_lr_study.metrics import classification_metrics
 from uncertainty_lr_study.models import build_model
 from uncertainty_lr_study.registry import SCHEDULERS, build_scheduler
-from uncertainty_lr_study.tasks import DATASETS
+from uncertainty_lr_study.tasks import DATA_SETS
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,10 @@ def train_classifier(
     """
     if isinstance(settings, dict):
         settings = RunSettings.from_dict(settings)
-    if settings.dataset not in DATASETS:
+    if DATA_SETS.get(settings.dataset) is None or DATA_SETS[settings.dataset].load is None:
         raise ConfigError(
-            f"unknown dataset {settings.dataset!r}; valid: {', '.join(DATASETS)}"
+            f"dataset {settings.dataset!r} is not one the plain-PyTorch backend reads: "
+            f"{', '.join(n for n, d in DATA_SETS.items() if d.load is not None)}"
         )
     run = ClassifierRun(settings, Path(out_dir))
     try:
@@ -213,7 +214,7 @@ class ClassifierRun:
     def _load_data(self) -> None:
         """The task's tensors, subsets taken, on the device."""
         s, device = self.s, self.device
-        self.data = data = DATASETS[s.dataset](s)
+        self.data = data = DATA_SETS[s.dataset].load(s)
         x_train, y_train = data.x_train, data.y_train
         if s.train_subset > len(x_train):
             raise ConfigError(

@@ -67,7 +67,7 @@ from uncertainty_lr_study.io import atomic_write_csv, atomic_write_json
 from uncertainty_lr_study.precision import choose_precision
 from uncertainty_lr_study.pretrained import resolve_pretrained
 from uncertainty_lr_study.registry import SCHEDULERS, build_scheduler
-from uncertainty_lr_study.tasks import PRIMARY_METRIC, VAL_METRICS
+from uncertainty_lr_study.tasks import DATA_SETS
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class TrainerRun:
             self.trace.record(self.sched.optimizer, self.sched.scheduler)
         progress_log = ProgressLog(
             self.total_steps,
-            f"val_{PRIMARY_METRIC[s.dataset]}",
+            f"val_{DATA_SETS[s.dataset].primary_metric}",
             done=int(self.rows[-1]["step"]) if self.rows else 0,
             interval=None if is_main_process() else math.inf,  # the main process logs
         )
@@ -307,7 +307,7 @@ class TrainerRun:
             self.steps_per_epoch,
             self.rows,
             seconds_before,
-            VAL_METRICS[s.dataset],
+            DATA_SETS[s.dataset].val_metrics,
             self.trace,
             self.sched.scheduler,
             progress_log,

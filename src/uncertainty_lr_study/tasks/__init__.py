@@ -1,14 +1,18 @@
-"""Task definitions: which data a task reads, which models fit it, its target metric.
+"""Task definitions: one record per data set and per model.
 
-A task in the experiment config names a ``dataset`` (a key of :data:`DATASETS`)
-and a ``model``: ``lenet5`` and ``lstm`` train in the plain-PyTorch backend
-(:mod:`uncertainty_lr_study.engine`), ``transformer`` (a pretrained Hugging Face
-checkpoint) in the Trainer backend (:mod:`uncertainty_lr_study.engine.trainer`).
+A task in the experiment config names a ``dataset`` (a key of :data:`DATA_SETS`)
+and a ``model`` (a key of :data:`MODEL_KINDS`): ``lenet5`` and ``lstm`` train in the
+plain-PyTorch backend (:mod:`uncertainty_lr_study.engine.torch_loop`),
+``transformer`` (a pretrained Hugging Face checkpoint) in the Trainer backend
+(:mod:`uncertainty_lr_study.engine.trainer`). Everything the rest of the study
+needs to know about a data set (its loader, checksum check, split sizes, metrics)
+is a field of its :class:`DataSet`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uncertainty_lr_study.data import imdb, mnist, squad
@@ -33,60 +37,84 @@ def _imdb(s: RunSettings) -> imdb.TextClassificationData:
     )
 
 
-DATASETS: dict[str, Callable[[RunSettings], Any]] = {"mnist": _mnist, "imdb": _imdb}
-"""Loaders of the plain-PyTorch backend's data by config name: a function of the
-run's settings returning ``x_train, y_train, x_val, y_val, x_test, y_test`` tensors,
-``num_classes`` and ``model_kwargs`` (what the model needs to know about the inputs)."""
+@dataclass(frozen=True)
+class DataSet:
+    """What the study knows about one data set.
 
-DATASET_NAMES = ("mnist", "imdb", "squad")
-"""Every data set a task may name (``squad`` is read by the Trainer backend only)."""
+    Attributes:
+        name: its config name (a task's ``dataset``).
+        verify: the cheap check of its vendored files (checksums), run before any job;
+            raises ``DataFileError``.
+        train_size, val_size, test_size: examples of its training, validation and
+            test splits (the most ``train_subset`` / ``val_subset`` / ``test_subset``
+            may ask for; SQuAD: questions of the offline train subset).
+        val_metrics: its validation metrics (history columns ``val_<name>``,
+            fractions, higher is better), besides ``val_loss``.
+        primary_metric: the test metric that ranks schedules on it (the best baseline
+            is the fixed schedule with the highest mean of it).
+        load: the plain-PyTorch backend's loader, a function of the run's settings
+            returning ``x_train, y_train, x_val, y_val, x_test, y_test`` tensors,
+            ``num_classes`` and ``model_kwargs``; None where only the Trainer backend
+            reads the data set (its tasks: ``engine.hf_tasks.TASK_BUILDERS``).
+    """
 
-DATA_CHECKS: dict[str, Callable[[], Any]] = {
-    "mnist": mnist.verify_mnist_files,
-    "imdb": imdb.verify_imdb_files,
-    "squad": squad.verify_squad_files,
+    name: str
+    verify: Callable[[], Any]
+    train_size: int
+    val_size: int
+    test_size: int
+    val_metrics: tuple[str, ...]
+    primary_metric: str
+    load: Callable[[RunSettings], Any] | None = None
+
+    @property
+    def target_metrics(self) -> tuple[str, ...]:
+        """The validation metrics a time-to-target on this data set may use."""
+        return (*(f"val_{m}" for m in self.val_metrics), "val_loss")
+
+
+DATA_SETS: dict[str, DataSet] = {
+    d.name: d
+    for d in (
+        DataSet("mnist", mnist.verify_mnist_files, mnist.TRAIN_SIZE, mnist.VALIDATION_SIZE,
+                10_000, ("accuracy",), "accuracy", _mnist),
+        DataSet("imdb", imdb.verify_imdb_files, imdb.TRAIN_SIZE, imdb.VALIDATION_SIZE,
+                imdb.TEST_SIZE, ("accuracy",), "accuracy", _imdb),
+        DataSet("squad", squad.verify_squad_files, squad.TRAIN_SIZE, squad.VALIDATION_QUESTIONS,
+                squad.DEV_SIZE, ("exact_match", "f1"), "f1"),
+    )
 }
-"""Cheap checks of each data set's vendored files (checksums), run before any job."""
+"""Every data set a task may name."""
 
-TRAIN_SIZES: dict[str, int] = {
-    "mnist": mnist.TRAIN_SIZE,
-    "imdb": imdb.TRAIN_SIZE,
-    "squad": squad.TRAIN_SIZE,
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A model a task may name.
+
+    Attributes:
+        name: its config name (a task's ``model``).
+        data_sets: the data sets it can read.
+        trainer: trained through Hugging Face ``Trainer`` (else the plain-PyTorch
+            backend).
+    """
+
+    name: str
+    data_sets: tuple[str, ...]
+    trainer: bool = False
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    m.name: m
+    for m in (
+        ModelKind("lenet5", ("mnist",)),
+        ModelKind("lstm", ("imdb",)),
+        ModelKind("transformer", ("imdb", "squad"), trainer=True),
+    )
 }
-"""Training examples of each data set's training split (the most ``train_subset``
-may ask for; SQuAD: questions of the offline train subset)."""
+"""Every model a task may name."""
 
-VAL_SIZES: dict[str, int] = {
-    "mnist": mnist.VALIDATION_SIZE,
-    "imdb": imdb.VALIDATION_SIZE,
-    "squad": squad.VALIDATION_QUESTIONS,
-}
-"""Validation examples of each data set (the most ``val_subset`` may ask for)."""
-
-TEST_SIZES: dict[str, int] = {"mnist": 10_000, "imdb": imdb.TEST_SIZE, "squad": squad.DEV_SIZE}
-"""Test examples of each data set (the most ``test_subset`` may ask for)."""
-
-MODEL_DATASETS: dict[str, tuple[str, ...]] = {
-    "lenet5": ("mnist",),
-    "lstm": ("imdb",),
-    "transformer": ("imdb", "squad"),
-}
-"""Which data sets each model can read."""
-
-HF_MODELS = ("transformer",)
-"""Models trained through Hugging Face ``Trainer`` (the other backend is plain PyTorch)."""
-
-VAL_METRICS: dict[str, tuple[str, ...]] = {
-    "mnist": ("accuracy",),
-    "imdb": ("accuracy",),
-    "squad": ("exact_match", "f1"),
-}
-"""Validation metrics of each data set (history columns ``val_<name>``, fractions,
-higher is better), besides ``val_loss``."""
-
-PRIMARY_METRIC: dict[str, str] = {"mnist": "accuracy", "imdb": "accuracy", "squad": "f1"}
-"""The test metric that ranks schedules on each data set (the best baseline is the
-fixed schedule with the highest mean of it)."""
+HF_MODELS = tuple(m.name for m in MODEL_KINDS.values() if m.trainer)
+"""Models trained through Hugging Face ``Trainer`` (derived from :data:`MODEL_KINDS`)."""
 
 TARGET_METRICS = ("val_accuracy", "val_exact_match", "val_f1", "val_loss")
 """Validation metrics a time-to-target may use (``val_loss`` is reached from above)."""
@@ -94,4 +122,4 @@ TARGET_METRICS = ("val_accuracy", "val_exact_match", "val_f1", "val_loss")
 
 def target_metrics(dataset: str) -> tuple[str, ...]:
     """The validation metrics a target on ``dataset`` may use."""
-    return (*(f"val_{m}" for m in VAL_METRICS[dataset]), "val_loss")
+    return DATA_SETS[dataset].target_metrics

@@ -26,7 +26,7 @@ from uncertainty_lr_study.tasks import HF_MODELS
 
 BASELINES = tuple(n for n, spec in SCHEDULERS.items() if spec.family == "baseline")
 """The fixed schedules: the best of them (by the mean of the task's ranking metric,
-test accuracy or, on SQuAD, F1: ``tasks.PRIMARY_METRIC``) is the comparison for
+test accuracy or, on SQuAD, F1: ``tasks.DataSet.primary_metric``) is the comparison for
 each adaptive schedule."""
 
 
@@ -196,106 +196,118 @@ def schedules_by_seeds(task_runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
     """Setup table and its macros ``(table, macros)``, from the settings the runs
-    recorded."""
+    recorded: per task its data items (:func:`_data_items`), its training items
+    (:func:`_training_items`) and macros (:func:`_task_macros`); then the macros of
+    the uncertainty schedules' hyperparameters (:func:`_schedule_macros`)."""
     lines = [r"\begin{tabular}{ll}", r"\toprule", r"setting & value \\", r"\midrule"]
     macros = []
     for task, g in runs.groupby("task", sort=False):
         r = g.iloc[0]
         seeds = sorted(g["seed"].unique())
-        model = r["model"]
-        if model == "transformer":
-            model = f"transformer, pretrained {r['pretrained']}"
-        elif r["model_params"] not in ("{}", ""):
-            params = json.loads(r["model_params"])
-            model += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in params.items()) + ")"
-        items = [
-            ("task", f"{task} ({r['dataset']}, {model})"),
-            ("training examples", f"{int(r['train_examples']):,}"),
+        items = _data_items(task, r) + _training_items(r, g, seeds)
+        lines += [f"{tex_escape(k)} & {tex_escape(v)} \\\\" for k, v in items]
+        lines.append(r"\midrule")
+        macros += _task_macros(task, r, len(seeds))
+    lines[-1] = r"\bottomrule"
+    lines += [r"\end{tabular}", ""]
+    return "\n".join(lines), "\n".join(macros + _schedule_macros(runs)) + "\n"
+
+
+def _data_items(task: str, r: pd.Series) -> list[tuple[str, str]]:
+    """Setup-table rows of a task's data and model (``r``: one of its runs)."""
+    model = r["model"]
+    if model == "transformer":
+        model = f"transformer, pretrained {r['pretrained']}"
+    elif r["model_params"] not in ("{}", ""):
+        params = json.loads(r["model_params"])
+        model += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in params.items()) + ")"
+    task_item = ("task", f"{task} ({r['dataset']}, {model})")
+    if r["dataset"] == "squad":
+        return [
+            task_item,
             (
-                "validation / test examples",
-                f"{_count(r['val_examples'])} / {_count(r['test_examples'])}",
-            ),
-        ]
-        if r["dataset"] == "squad":
-            items[1] = (
                 "training examples",
                 f"{int(r['train_examples']):,} windows of {int(r['train_questions']):,} questions",
-            )
-            items[2] = (
+            ),
+            (
                 "validation / test questions",
                 f"{_count(r['val_questions'])} / {_count(r['test_questions'])} "
                 "(validation: held-out training articles; test: SQuAD v1.1 dev)",
-            )
-            items.append(
-                (
-                    "input",
-                    f"question + context windows of {int(r['max_length'])} tokens, "
-                    f"stride {int(r['doc_stride'])}; answers: n-best 20, at most 30 tokens",
-                )
-            )
-        elif r["max_length"]:
-            items.append(
-                ("input", f"{int(r['max_length'])} tokens, truncation {r['truncation']}")
-            )
-        items += [
-            (
-                "optimizer",
-                f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}"
-                + (f", gradient clipping at norm {r['max_grad_norm']:g}" if r["max_grad_norm"] else ""),
             ),
             (
-                "batch size",
-                f"{int(r['batch_size'])}"
-                + (", length-grouped batches" if r.get("group_by_length", False) else ""),
-            ),
-            ("epochs", f"{int(r['epochs'])} ({int(r['steps_per_epoch'])} optimizer steps each)"),
-            (
-                "validation",
-                "every epoch"
-                if not r["eval_every_steps"]
-                else f"every {int(r['eval_every_steps'])} steps",
-            ),
-            ("target", f"{r['target_metric'].replace('_', ' ')} {r['target_value']:g}"),
-            *(
-                [("warmup", _warmup(r))]
-                if r["warmup_steps"] or r["warmup_ratio"]
-                else []
-            ),
-            (  # the precision used (metrics.json); auto: bfloat16 where the device has it
-                "precision",
-                ("bfloat16 autocast" if r["precision"] == "bf16" else "float32")
-                + (
-                    ", chosen by the hardware (auto)"
-                    if r.get("precision_requested") == "auto"
-                    else ""
-                ),
-            ),
-            (
-                "schedule times",
-                f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)",
-            ),
-            ("seeds", ", ".join(map(str, seeds))),
-            *schedules_by_seeds(g),
-            (
-                "device",
-                f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}",
+                "input",
+                f"question + context windows of {int(r['max_length'])} tokens, "
+                f"stride {int(r['doc_stride'])}; answers: n-best 20, at most 30 tokens",
             ),
         ]
-        lines += [f"{tex_escape(k)} & {tex_escape(v)} \\\\" for k, v in items]
-        lines.append(r"\midrule")
-        macros += [
-            f"\\newcommand{{{macro_name(task, 'epochs')}}}{{{int(r['epochs'])}}}",
-            f"\\newcommand{{{macro_name(task, 'num seeds')}}}{{{len(seeds)}}}",
-            f"\\newcommand{{{macro_name(task, 'batch size')}}}{{{int(r['batch_size'])}}}",
-            f"\\newcommand{{{macro_name(task, 'lr')}}}{{{r['lr']:g}}}",
-            f"\\newcommand{{{macro_name(task, 'train examples')}}}{{{int(r['train_examples']):,}}}",
-            f"\\newcommand{{{macro_name(task, 'target')}}}{{{100 * r['target_value']:g}\\%}}"
-            if r["target_metric"] != "val_loss"
-            else f"\\newcommand{{{macro_name(task, 'target')}}}{{{r['target_value']:g}}}",
-        ]
-    lines[-1] = r"\bottomrule"
-    lines += [r"\end{tabular}", ""]
-    # The uncertainty schedulers' hyperparameters, as run (registry defaults + overrides).
+    items = [
+        task_item,
+        ("training examples", f"{int(r['train_examples']):,}"),
+        (
+            "validation / test examples",
+            f"{_count(r['val_examples'])} / {_count(r['test_examples'])}",
+        ),
+    ]
+    if r["max_length"]:
+        items.append(("input", f"{int(r['max_length'])} tokens, truncation {r['truncation']}"))
+    return items
+
+
+def _training_items(r: pd.Series, g: pd.DataFrame, seeds: list) -> list[tuple[str, str]]:
+    """Setup-table rows of how a task trained (``r``: one of its runs, ``g``: all)."""
+    return [
+        (
+            "optimizer",
+            f"{r['optimizer']}, learning rate {r['lr']:g}, weight decay {r['weight_decay']:g}"
+            + (f", gradient clipping at norm {r['max_grad_norm']:g}" if r["max_grad_norm"] else ""),
+        ),
+        (
+            "batch size",
+            f"{int(r['batch_size'])}"
+            + (", length-grouped batches" if r.get("group_by_length", False) else ""),
+        ),
+        ("epochs", f"{int(r['epochs'])} ({int(r['steps_per_epoch'])} optimizer steps each)"),
+        (
+            "validation",
+            "every epoch" if not r["eval_every_steps"] else f"every {int(r['eval_every_steps'])} steps",
+        ),
+        ("target", f"{r['target_metric'].replace('_', ' ')} {r['target_value']:g}"),
+        *([("warmup", _warmup(r))] if r["warmup_steps"] or r["warmup_ratio"] else []),
+        (  # the precision used (metrics.json); auto: bfloat16 where the device has it
+            "precision",
+            ("bfloat16 autocast" if r["precision"] == "bf16" else "float32")
+            + (", chosen by the hardware (auto)" if r.get("precision_requested") == "auto" else ""),
+        ),
+        ("schedule times", f"{r['scaling']} (reference run {int(r['reference_epochs'])} epochs)"),
+        ("seeds", ", ".join(map(str, seeds))),
+        *schedules_by_seeds(g),
+        (
+            "device",
+            f"{r['device']} ({r['num_threads']} thread(s) per run), torch {r['torch_version']}",
+        ),
+    ]
+
+
+def _task_macros(task: str, r: pd.Series, n_seeds: int) -> list[str]:
+    """The macros the paper's text takes a task's settings from."""
+    target = (
+        f"{100 * r['target_value']:g}\\%" if r["target_metric"] != "val_loss"
+        else f"{r['target_value']:g}"
+    )
+    return [
+        f"\\newcommand{{{macro_name(task, 'epochs')}}}{{{int(r['epochs'])}}}",
+        f"\\newcommand{{{macro_name(task, 'num seeds')}}}{{{n_seeds}}}",
+        f"\\newcommand{{{macro_name(task, 'batch size')}}}{{{int(r['batch_size'])}}}",
+        f"\\newcommand{{{macro_name(task, 'lr')}}}{{{r['lr']:g}}}",
+        f"\\newcommand{{{macro_name(task, 'train examples')}}}{{{int(r['train_examples']):,}}}",
+        f"\\newcommand{{{macro_name(task, 'target')}}}{{{target}}}",
+    ]
+
+
+def _schedule_macros(runs: pd.DataFrame) -> list[str]:
+    """The uncertainty schedules' hyperparameters as run (registry defaults and the
+    config's overrides), one macro each."""
+    macros = []
     for sched in ADAPTIVE:
         g = runs[runs["scheduler"] == sched]
         hp = dict(SCHEDULERS[sched].defaults)
@@ -304,7 +316,7 @@ def setup_tex(runs: pd.DataFrame) -> tuple[str, str]:
         for key, value in hp.items():
             text = f"{value:g}" if isinstance(value, (int, float)) else tex_escape(str(value))
             macros.append(f"\\newcommand{{{macro_name(sched, key)}}}{{{text}}}")
-    return "\n".join(lines), "\n".join(macros) + "\n"
+    return macros
 
 
 def sensitivity_tex(

@@ -74,64 +74,79 @@ def numbers_and_findings(runs: pd.DataFrame, config_name: str = "") -> tuple[str
         adapt = [a for a in ADAPTIVE if a in scored.index]
         if base and adapt:
             b = scored.loc[base, "score_mean"].idxmax()
-            for a in adapt:
-                diff = 100 * (block.loc[a, "score_mean"] - block.loc[b, "score_mean"])
-                pooled = 100 * math.hypot(block.loc[a, "score_std"], block.loc[b, "score_std"])
-                acc_a, acc_b = 100 * block.loc[a, "score_mean"], 100 * block.loc[b, "score_mean"]
-                note = ""
-                if min(block.loc[a, "n_completed"], block.loc[b, "n_completed"]) < 2:
-                    relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
-                    note = " (a single seed: no estimate of seed-to-seed variation)"
-                elif abs(diff) <= pooled:
-                    relation = f"within one pooled standard deviation ({pooled:.2f} points) of"
-                else:
-                    relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
-                ea, eb = (
-                    block.loc[a, "epochs_to_target_median"],
-                    block.loc[b, "epochs_to_target_median"],
-                )
-                speed = (
-                    f"it reached the validation target in a median of {ea:.2f} epochs against "
-                    f"{eb:.2f} for \\texttt{{{tex_escape(b)}}}"
-                    if math.isfinite(ea) and math.isfinite(eb)
-                    else f"its median run {'did not reach' if math.isinf(ea) else 'reached'} the "
-                    f"validation target ({int(block.loc[a, 'n_reached'])} of "
-                    f"{int(block.loc[a, 'n_seeds'])} seeds did), against "
-                    f"{int(block.loc[b, 'n_reached'])} of {int(block.loc[b, 'n_seeds'])} for "
-                    f"\\texttt{{{tex_escape(b)}}}"
-                )
-                r = block.loc[a]
-                first = runs[(runs["task"] == task) & (runs["scheduler"] == a)].iloc[0]
-                decisions = (
-                    f" Deciding {decision_interval_text(first)}, it lowered the learning rate "
-                    f"{r.decreases_mean:.1f} times and raised it {r.increases_mean:.1f} times "
-                    "per run (mean over seeds; at a bound the rate stays)."
-                )
-                text.append(
-                    f"\\texttt{{{tex_escape(a)}}} reached a {metric} of ${acc_a:.2f}\\%$, "
-                    f"{relation} the best "
-                    f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$){note}; {speed}."
-                    + decisions
-                )
-        if all(a in block.index for a in ADAPTIVE) and _same_trajectory(runs, task, *ADAPTIVE):
-            text.append(
-                f"The two uncertainty schedules took the same decisions in every run on "
-                f"{tex_escape(task)}, so they trained identically: with these thresholds the "
-                "choice of signal made no difference."
-            )
-        diverged = runs[(runs["task"] == task) & (runs["status"] != "completed")]
-        if len(diverged):
-            names = ", ".join(
-                f"\\texttt{{{tex_escape(r.scheduler)}}} (seed {r.seed})"
-                for r in diverged.itertuples()
-            )
-            text.append(
-                f"{len(diverged)} run(s) on {tex_escape(task)} diverged (a non-finite loss or "
-                f"gradient stopped them): {names}. They count as not reaching the target; "
-                "their test metrics are missing, and the means above are over the completed runs."
-            )
+            text += [_against_baseline(runs, task, block, a, b, metric) for a in adapt]
+        text += _task_notes(runs, task, block)
         paragraphs.append(" ".join(text))
     return "\n".join(macros) + "\n", "\n\n".join(paragraphs) + "\n"
+
+
+def _against_baseline(
+    runs: pd.DataFrame, task: str, block: pd.DataFrame, a: str, b: str, metric: str
+) -> str:
+    """The sentence comparing adaptive schedule ``a`` with the best fixed baseline
+    ``b`` on ``task`` (``block``: the task's summary rows, indexed by schedule)."""
+    diff = 100 * (block.loc[a, "score_mean"] - block.loc[b, "score_mean"])
+    pooled = 100 * math.hypot(block.loc[a, "score_std"], block.loc[b, "score_std"])
+    acc_a, acc_b = 100 * block.loc[a, "score_mean"], 100 * block.loc[b, "score_mean"]
+    note = ""
+    if min(block.loc[a, "n_completed"], block.loc[b, "n_completed"]) < 2:
+        relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
+        note = " (a single seed: no estimate of seed-to-seed variation)"
+    elif abs(diff) <= pooled:
+        relation = f"within one pooled standard deviation ({pooled:.2f} points) of"
+    else:
+        relation = f"{abs(diff):.2f} points {'above' if diff > 0 else 'below'}"
+    ea, eb = (
+        block.loc[a, "epochs_to_target_median"],
+        block.loc[b, "epochs_to_target_median"],
+    )
+    speed = (
+        f"it reached the validation target in a median of {ea:.2f} epochs against "
+        f"{eb:.2f} for \\texttt{{{tex_escape(b)}}}"
+        if math.isfinite(ea) and math.isfinite(eb)
+        else f"its median run {'did not reach' if math.isinf(ea) else 'reached'} the "
+        f"validation target ({int(block.loc[a, 'n_reached'])} of "
+        f"{int(block.loc[a, 'n_seeds'])} seeds did), against "
+        f"{int(block.loc[b, 'n_reached'])} of {int(block.loc[b, 'n_seeds'])} for "
+        f"\\texttt{{{tex_escape(b)}}}"
+    )
+    r = block.loc[a]
+    first = runs[(runs["task"] == task) & (runs["scheduler"] == a)].iloc[0]
+    decisions = (
+        f" Deciding {decision_interval_text(first)}, it lowered the learning rate "
+        f"{r.decreases_mean:.1f} times and raised it {r.increases_mean:.1f} times "
+        "per run (mean over seeds; at a bound the rate stays)."
+    )
+    return (
+        f"\\texttt{{{tex_escape(a)}}} reached a {metric} of ${acc_a:.2f}\\%$, "
+        f"{relation} the best "
+        f"fixed baseline \\texttt{{{tex_escape(b)}}} (${acc_b:.2f}\\%$){note}; {speed}."
+        + decisions
+    )
+
+
+def _task_notes(runs: pd.DataFrame, task: str, block: pd.DataFrame) -> list[str]:
+    """Sentences on identical trajectories of the two uncertainty schedules and on
+    diverged runs of ``task``."""
+    notes = []
+    if all(a in block.index for a in ADAPTIVE) and _same_trajectory(runs, task, *ADAPTIVE):
+        notes.append(
+            f"The two uncertainty schedules took the same decisions in every run on "
+            f"{tex_escape(task)}, so they trained identically: with these thresholds the "
+            "choice of signal made no difference."
+        )
+    diverged = runs[(runs["task"] == task) & (runs["status"] != "completed")]
+    if len(diverged):
+        names = ", ".join(
+            f"\\texttt{{{tex_escape(r.scheduler)}}} (seed {r.seed})"
+            for r in diverged.itertuples()
+        )
+        notes.append(
+            f"{len(diverged)} run(s) on {tex_escape(task)} diverged (a non-finite loss or "
+            f"gradient stopped them): {names}. They count as not reaching the target; "
+            "their test metrics are missing, and the means above are over the completed runs."
+        )
+    return notes
 
 
 def ranking_text(table: pd.DataFrame) -> str:
