@@ -190,9 +190,7 @@ def evaluation(a: argparse.Namespace, path: str, tokenizer) -> dict:
 
     reviews = load_imdb_reviews(train_subset=32)
     n = a.eval_reviews
-    data = encode_reviews(
-        tokenizer, reviews.val_text[:n], reviews.val_label[:n], a.eval_length, "head_tail"
-    )
+    data = encode_reviews(tokenizer, reviews.val.select(range(n)), a.eval_length, "head_tail")
     by_length = sorted(data, key=lambda r: len(r["input_ids"]))
     lengths = sorted(len(r["input_ids"]) for r in data)
     sizes = sorted({16, 32, OLD_EVAL_BATCH_SIZE, 128, 256, EVAL_BATCH_SIZE})
@@ -276,7 +274,7 @@ def main() -> None:
     if a.part == "eval":
         return
     reviews = load_imdb_reviews(train_subset=BATCH * a.steps)
-    data = encode_reviews(tokenizer, reviews.train_text, reviews.train_label, 128, "head_tail")
+    data = encode_reviews(tokenizer, reviews.train, 128, "head_tail")
     rates: dict[str, list[float]] = {"plain": [], "uncertainty": []}
     with tempfile.TemporaryDirectory() as out:
         for r in range(a.repeats):

@@ -153,6 +153,13 @@ def test_malformed_file_with_a_matching_checksum_is_refused(imdb_copy):
 transformers = pytest.importorskip("transformers")
 
 
+def as_reviews(texts, labels):
+    """Reviews as the loaders give them (a dataset of text and label), in memory."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"text": texts, "label": labels})
+
+
 def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_checkpoint):
     from transformers import AutoTokenizer
 
@@ -161,12 +168,12 @@ def test_transformer_inputs_have_special_tokens_and_keep_head_and_tail(tiny_chec
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     words = " ".join(f"w{i}" for i in range(200))
     plain = tok(words, add_special_tokens=False)["input_ids"]
-    (item,) = encode_for_bert(tok, [words], [1], max_length=42, truncation="head_tail")
+    (item,) = encode_for_bert(tok, as_reviews([words], [1]), max_length=42, truncation="head_tail")
     ids = item["input_ids"]
     assert len(ids) == 42 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert ids[1:11] == plain[:10] and ids[11:-1] == plain[-30:]
     assert item["labels"] == 1 and item["attention_mask"] == [1] * 42
-    (short,) = encode_for_bert(tok, ["a fine film"], [0], max_length=42)
+    (short,) = encode_for_bert(tok, as_reviews(["a fine film"], [0]), max_length=42)
     assert tok.decode(short["input_ids"]) == "[CLS] a fine film [SEP]"
 
 

@@ -33,6 +33,14 @@ def raw_data_dir() -> Path:
     return repo_root() / "data" / "raw"
 
 
+def datasets_cache_dir() -> Path:
+    """Cache of the Hugging Face ``datasets`` the study builds from the vendored files
+    (the Arrow copies and every ``Dataset.map`` tokenisation; ``data/cache/datasets``,
+    or ``$UNCERTAINTY_LR_DATASETS_CACHE``). Deleting it costs one re-tokenisation."""
+    env = os.environ.get("UNCERTAINTY_LR_DATASETS_CACHE")
+    return Path(env).resolve() if env else repo_root() / "data" / "cache" / "datasets"
+
+
 RUN_FILES = ("metrics.json", "history.csv", "lr_trace.csv", "train.ipynb")
 """The files of one run folder, as the pipeline's ``train`` rules declare them."""
 

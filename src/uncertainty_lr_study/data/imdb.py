@@ -16,7 +16,11 @@ Two ways to turn reviews into model inputs:
 - the transformer path (``uncertainty_lr_study.engine.trainer``): the pretrained model's own
   tokenizer, with the same :func:`truncate_ids` rule.
 
-``<br />`` line breaks of the raw reviews are replaced by spaces when loading.
+The files are read through Hugging Face ``datasets`` (the ``parquet`` builder) and
+every tokenisation runs as a cached ``Dataset.map``
+(:mod:`uncertainty_lr_study.data.hf_datasets`): a second run of a task reads its
+token ids from ``data/cache/datasets``. ``<br />`` line breaks of the raw reviews are
+replaced by spaces when loading.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 
 from uncertainty_lr_study.data.checksums import DataFileError, folder_problems, verify_folder
+from uncertainty_lr_study.data.hf_datasets import cached_map, load_file
 from uncertainty_lr_study.paths import raw_data_dir
 
 FILES = {"train": "train.parquet", "test": "test.parquet"}
@@ -55,19 +62,30 @@ HOW_TO_GET = (
 
 @dataclass
 class ReviewSplits:
-    """Raw review texts and labels of the three splits.
+    """The reviews of the three splits, as Arrow-backed ``datasets.Dataset`` objects
+    with a ``text`` (str, ``<br />`` replaced) and a ``label`` column (int64, 0
+    negative, 1 positive); the ``*_text`` / ``*_label`` properties give them as a list
+    of str and an int64 array ``(N,)``.
 
     Attributes:
-        train_text, val_text, test_text: lists of reviews (``<br />`` replaced).
-        train_label, val_label, test_label: int64 arrays ``(N,)``, 0 negative, 1 positive.
+        train, val, test: the splits (selections of the cached files, in the order
+            :func:`load_imdb_reviews` documents).
     """
 
-    train_text: list[str]
-    train_label: np.ndarray
-    val_text: list[str]
-    val_label: np.ndarray
-    test_text: list[str]
-    test_label: np.ndarray
+    train: datasets.Dataset
+    val: datasets.Dataset
+    test: datasets.Dataset
+
+    train_text = property(lambda self: list(self.train["text"]), doc="Training reviews.")
+    train_label = property(lambda self: _labels(self.train), doc="Training labels, int64 (N,).")
+    val_text = property(lambda self: list(self.val["text"]), doc="Validation reviews.")
+    val_label = property(lambda self: _labels(self.val), doc="Validation labels, int64 (N,).")
+    test_text = property(lambda self: list(self.test["text"]), doc="Test reviews.")
+    test_label = property(lambda self: _labels(self.test), doc="Test labels, int64 (N,).")
+
+
+def _labels(split: datasets.Dataset) -> np.ndarray:
+    return np.asarray(split["label"], dtype=np.int64)
 
 
 @dataclass
@@ -130,30 +148,31 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.concatenate([head, *tail]).astype(np.int64)
 
 
-def read_split_file(path: Path) -> tuple[list[str], np.ndarray]:
-    """Read and check one vendored Parquet file.
+def read_split_file(path: Path) -> datasets.Dataset:
+    """Read and check one vendored Parquet file (through ``datasets``' parquet builder).
 
     Checks: readable Parquet; a ``text`` column of (valid UTF-8) strings; a ``label``
     column of integers, or of floats that are all exactly integral (a 0.9 is
     refused, never cast); no missing label; every label 0 or 1; at least one review.
 
     Returns:
-        The reviews (``<br />`` replaced by spaces, a missing text as ``""``) and the
-        int64 labels.
+        The reviews: ``text`` (``<br />`` replaced by spaces, a missing text as ``""``)
+        and ``label`` (int64), in file order.
 
     Raises:
         DataFileError: naming the file, what is wrong and how to restore it.
     """
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    split = load_file("parquet", path, HOW_TO_GET)
+    _check_reviews(split.data.table, path)
+    return cached_map(split, _clean_reviews, {})
+
+
+def _check_reviews(table: pa.Table, path: Path) -> None:
+    """The content checks of :func:`read_split_file` on the file's Arrow table."""
 
     def bad(problem: str) -> DataFileError:
         return DataFileError(f"data file {path} {problem}. {HOW_TO_GET}")
 
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises its own types for a foreign file
-        raise bad(f"is not readable Parquet ({err})") from err
     missing = {"text", "label"} - set(table.column_names)
     if missing:
         raise bad(f"lacks column(s) {sorted(missing)}")
@@ -178,8 +197,15 @@ def read_split_file(path: Path) -> tuple[list[str], np.ndarray]:
             f"has label {values[row].item()!r} at row {row} ({int(wrong.sum())} such in all); "
             "expected 0 or 1"
         )
-    texts = [t.replace("<br />", " ") if t is not None else "" for t in text.to_pylist()]
-    return texts, values.astype(np.int64)
+
+
+def _clean_reviews(batch: dict[str, list]) -> dict[str, list]:
+    """``Dataset.map`` function: ``<br />`` -> space, a missing text -> ``""``, labels
+    as integers (checked integral before)."""
+    return {
+        "text": [t.replace("<br />", " ") if t is not None else "" for t in batch["text"]],
+        "label": [int(v) for v in batch["label"]],
+    }
 
 
 def check_imdb_files(root: str | Path | None = None) -> list[str]:
@@ -225,12 +251,14 @@ def load_imdb_reviews(
     """
     if source == "local":
         folder = verify_imdb_files(root)
-        train_text, train_label = read_split_file(folder / FILES["train"])
-        test_text, test_label = read_split_file(folder / FILES["test"])
+        train_all = read_split_file(folder / FILES["train"])
+        test_all = read_split_file(folder / FILES["test"])
     elif source == "hub":
-        train_text, train_label, test_text, test_label = _load_from_hub()
+        train_all, test_all = _load_from_hub()
     else:
         raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
+    train_label = np.asarray(train_all["label"], dtype=np.int64)
+    test_label = np.asarray(test_all["label"], dtype=np.int64)
     n_train = len(train_label)
     if not 0 < validation_size < n_train:
         raise ValueError(f"validation_size must lie in (0, {n_train}), got {validation_size}")
@@ -249,28 +277,15 @@ def load_imdb_reviews(
     else:
         test_idx = np.arange(len(test_label))
     return ReviewSplits(
-        train_text=[train_text[i] for i in train_idx],
-        train_label=train_label[train_idx],
-        val_text=[train_text[i] for i in val_idx],
-        val_label=train_label[val_idx],
-        test_text=[test_text[i] for i in test_idx],
-        test_label=test_label[test_idx],
+        train=train_all.select(train_idx), val=train_all.select(val_idx), test=test_all.select(test_idx)
     )
 
 
-def _load_from_hub() -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    try:
-        import datasets  # noqa: PLC0415 (optional dependency)
-    except ImportError as err:
-        raise ImportError(
-            "source='hub' needs the `datasets` package: pip install datasets"
-        ) from err
+def _load_from_hub() -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Train and test reviews of ``datasets.load_dataset("imdb")`` (network), cleaned
+    as the vendored files are."""
     ds = datasets.load_dataset("imdb")
-    out: list[Any] = []
-    for split in ("train", "test"):
-        out.append([t.replace("<br />", " ") for t in ds[split]["text"]])
-        out.append(np.asarray(ds[split]["label"], dtype=np.int64))
-    return out[0], out[1], out[2], out[3]
+    return cached_map(ds["train"], _clean_reviews, {}), cached_map(ds["test"], _clean_reviews, {})
 
 
 def train_word_tokenizer(
@@ -340,25 +355,44 @@ def truncate_ids(
 
 
 def encode_reviews(
-    tokenizer: Any, texts: Sequence[str], max_length: int, truncation: str = "head"
+    tokenizer: Any,
+    reviews: datasets.Dataset | Sequence[str],
+    max_length: int,
+    truncation: str = "head",
 ) -> torch.Tensor:
-    """Token ids of ``texts``, truncated (:func:`truncate_ids`) and right-padded.
+    """Token ids of the reviews, truncated (:func:`truncate_ids`) and right-padded,
+    by a cached ``Dataset.map`` (:func:`~uncertainty_lr_study.data.hf_datasets.cached_map`:
+    a later call with the same reviews, tokenizer and settings reads them from disk).
 
     Args:
         tokenizer: from :func:`train_word_tokenizer`.
-        texts: ``N`` reviews.
+        reviews: ``N`` reviews: a dataset with a ``text`` column (cached when it is
+            Arrow-backed, as the splits of :func:`load_imdb_reviews` are), or texts.
         max_length: tokens per review after truncation.
         truncation: ``"head"`` or ``"head_tail"``.
 
     Returns:
         int64 ``(N, max_length)``; a review with no tokens is all :data:`PAD_ID`.
     """
-    out = torch.full((len(texts), max_length), PAD_ID, dtype=torch.int64)
-    for i, enc in enumerate(tokenizer.encode_batch(list(texts))):
+    if not isinstance(reviews, datasets.Dataset):
+        reviews = datasets.Dataset.from_dict({"text": list(reviews)})
+    key = {"tokenizer": tokenizer, "max_length": max_length, "truncation": truncation}
+    mapped = cached_map(reviews, _padded_word_ids, key, remove_columns=reviews.column_names)
+    if len(mapped) == 0:
+        return torch.empty((0, max_length), dtype=torch.int64)
+    ids = np.asarray(mapped.with_format("numpy")["input_ids"], dtype=np.int64)  # rows padded
+    return torch.from_numpy(ids.reshape(len(mapped), max_length))
+
+
+def _padded_word_ids(
+    batch: dict[str, list], tokenizer: Any, max_length: int, truncation: str
+) -> dict[str, list]:
+    """``Dataset.map`` function of :func:`encode_reviews`."""
+    rows = []
+    for enc in tokenizer.encode_batch(batch["text"]):
         ids = truncate_ids(enc.ids, max_length, truncation)
-        if ids:
-            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    return out
+        rows.append(ids + [PAD_ID] * (max_length - len(ids)))
+    return {"input_ids": rows}
 
 
 def load_imdb(
@@ -397,15 +431,15 @@ def load_imdb(
     )
     tokenizer = train_word_tokenizer(reviews.train_text, vocab_size, min_frequency)
 
-    def encode(texts: list[str]) -> torch.Tensor:
-        return encode_reviews(tokenizer, texts, max_length, truncation)
+    def encode(split: datasets.Dataset) -> torch.Tensor:
+        return encode_reviews(tokenizer, split, max_length, truncation)
 
     return TextClassificationData(
-        x_train=encode(reviews.train_text),
+        x_train=encode(reviews.train),
         y_train=torch.from_numpy(reviews.train_label),
-        x_val=encode(reviews.val_text),
+        x_val=encode(reviews.val),
         y_val=torch.from_numpy(reviews.val_label),
-        x_test=encode(reviews.test_text),
+        x_test=encode(reviews.test),
         y_test=torch.from_numpy(reviews.test_label),
         model_kwargs={"vocab_size": tokenizer.get_vocab_size(), "pad_id": PAD_ID},
     )

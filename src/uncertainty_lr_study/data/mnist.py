@@ -1,5 +1,8 @@
 """MNIST (LeCun et al. 1998) from the vendored IDX files, or from the Hugging Face hub.
 
+The vendored gzip files are checked against ``SHA256SUMS`` and read with
+torchvision's IDX reader (``torchvision.datasets.mnist``).
+
 Splits: the official 60,000 training images are split, with a fixed seed that does
 not depend on the run's seed, into 55,000 for training and 5,000 for validation; the
 official 10,000 test images are the test set. Images are scaled to [0, 1] and
@@ -10,12 +13,14 @@ standardised with the training split's mean and standard deviation
 from __future__ import annotations
 
 import gzip
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from uncertainty_lr_study.data.checksums import DataFileError, folder_problems, verify_folder
 from uncertainty_lr_study.paths import raw_data_dir
@@ -69,57 +74,72 @@ SHAPES = {
 """Array shape of each official IDX file (images and labels of a split agree in length)."""
 
 
-def read_idx(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Read a gzip-compressed IDX file (the MNIST format) into a uint8 array.
+def read_idx(path: Path, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Read a gzip-compressed IDX file (the MNIST format) of unsigned bytes with
+    torchvision's reader (``torchvision.datasets.mnist.read_sn3_pascalvincent_tensor``,
+    strict: the payload must match the declared shape).
+
+    The file is decompressed into a temporary file first (torchvision reads plain IDX
+    files); the vendored ``.gz`` files stay as they are.
 
     Args:
         path: the ``.gz`` file.
-        shape: the dimensions the header must declare (None: any); checked before
-            the payload is read.
+        shape: the dimensions the header must declare (None: any).
+
+    Returns:
+        uint8 tensor of the declared shape.
 
     Raises:
         DataFileError: naming the file, if it is missing, not readable gzip (truncated,
-            corrupt stream), not an unsigned-byte IDX header, declares another
-            ``shape``, or its payload does not match the shape it declares.
+            corrupt stream), not an unsigned-byte IDX file (magic number), declares
+            another ``shape``, or its payload does not match the shape it declares.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"data file {path} is missing. {HOW_TO_GET}")
     try:
         with gzip.open(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
-                raise DataFileError(
-                    f"{path} is not an unsigned-byte IDX file (bad magic number). {HOW_TO_GET}"
-                )
-            ndim = head[3]
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
-                raise DataFileError(f"{path}: the IDX header is cut short. {HOW_TO_GET}")
-            dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
-            if shape is not None and dims != tuple(shape):
-                raise DataFileError(
-                    f"{path}: header declares shape {dims}, expected {tuple(shape)}. {HOW_TO_GET}"
-                )
-            expected = int(np.prod(dims))
-            payload = f.read(expected + 1)  # one more: a longer payload is refused too
-    except DataFileError:  # an OSError too: not to be wrapped below
-        raise
+            raw = f.read()
     except (OSError, EOFError, zlib.error) as err:  # truncated or corrupt gzip stream
         raise DataFileError(
             f"data file {path} is not a readable gzip file ({type(err).__name__}: {err}). "
             f"{HOW_TO_GET}"
         ) from err
-    if len(payload) != expected:
-        found = f"{len(payload)}" if len(payload) < expected else "more"
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 3:
         raise DataFileError(
-            f"{path}: header declares shape {dims} ({expected} bytes), "
-            f"payload has {found} bytes. {HOW_TO_GET}"
+            f"{path} is not an unsigned-byte IDX file (bad magic number). {HOW_TO_GET}"
         )
-    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / path.stem
+        plain.write_bytes(raw)
+        try:
+            array = read_sn3_pascalvincent_tensor(str(plain), strict=True)
+        except (AssertionError, RuntimeError, ValueError) as err:
+            raise DataFileError(f"{path}: {_payload_problem(raw)}. {HOW_TO_GET}") from err
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise DataFileError(
+            f"{path}: header declares shape {tuple(array.shape)}, expected {tuple(shape)}. "
+            f"{HOW_TO_GET}"
+        )
+    return array
 
 
-def read_mnist_file(folder: Path, key: str) -> np.ndarray:
+def _payload_problem(raw: bytes) -> str:
+    """What is wrong with an IDX file that torchvision's reader refused (for the message)."""
+    ndim = raw[3]
+    header = 4 * (ndim + 1)
+    if len(raw) < header:
+        return "the IDX header is cut short"
+    dims = tuple(int.from_bytes(raw[4 * i + 4 : 4 * i + 8], "big") for i in range(ndim))
+    expected = int(np.prod(dims))
+    found = len(raw) - header
+    return (
+        f"header declares shape {dims} ({expected} bytes), payload has "
+        f"{found if found < expected else 'more'} bytes"
+    )
+
+
+def read_mnist_file(folder: Path, key: str) -> torch.Tensor:
     """Read and check one of the four official files (``key`` of :data:`FILES`).
 
     Checks the gzip stream, the IDX header (magic number and :data:`SHAPES`), the
@@ -130,8 +150,8 @@ def read_mnist_file(folder: Path, key: str) -> np.ndarray:
     """
     path = Path(folder) / FILES[key]
     array = read_idx(path, SHAPES[key])
-    if key.endswith("labels") and array.size and int(array.max()) >= NUM_CLASSES:
-        row = int(np.argmax(array >= NUM_CLASSES))
+    if key.endswith("labels") and array.numel() and int(array.max()) >= NUM_CLASSES:
+        row = int(torch.argmax((array >= NUM_CLASSES).to(torch.uint8)))
         raise DataFileError(
             f"{path}: label {int(array[row])} at row {row}, expected 0..{NUM_CLASSES - 1}. "
             f"{HOW_TO_GET}"
@@ -156,8 +176,8 @@ def check_mnist_files(root: str | Path | None = None) -> list[str]:
     )
 
 
-def _standardise(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
+def _standardise(images: torch.Tensor) -> torch.Tensor:
+    x = (images.to(torch.float32) / 255.0).unsqueeze(1)  # uint8 (N, 28, 28) -> (N, 1, 28, 28)
     return (x - MEAN) / STD
 
 
@@ -210,7 +230,7 @@ def load_mnist(
         raise ValueError(f"validation_size must lie in (0, {n_train}), got {validation_size}")
 
     x_all = _standardise(arrays["train_images"])
-    y_all = torch.from_numpy(arrays["train_labels"].astype(np.int64))
+    y_all = arrays["train_labels"].to(torch.int64)
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = perm[:validation_size], perm[validation_size:]
     return MnistSplits(
@@ -219,11 +239,11 @@ def load_mnist(
         x_val=x_all[val_idx].contiguous(),
         y_val=y_all[val_idx].contiguous(),
         x_test=_standardise(arrays["test_images"]),
-        y_test=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+        y_test=arrays["test_labels"].to(torch.int64),
     )
 
 
-def _load_from_hub() -> dict[str, np.ndarray]:
+def _load_from_hub() -> dict[str, torch.Tensor]:
     try:
         import datasets  # noqa: PLC0415 (optional dependency)
     except ImportError as err:
@@ -233,8 +253,8 @@ def _load_from_hub() -> dict[str, np.ndarray]:
     ds = datasets.load_dataset("mnist")
     out = {}
     for split, prefix in (("train", "train"), ("test", "test")):
-        out[f"{prefix}_images"] = np.stack(
-            [np.asarray(im, dtype=np.uint8) for im in ds[split]["image"]]
+        out[f"{prefix}_images"] = torch.from_numpy(
+            np.stack([np.asarray(im, dtype=np.uint8) for im in ds[split]["image"]])
         )
-        out[f"{prefix}_labels"] = np.asarray(ds[split]["label"], dtype=np.uint8)
+        out[f"{prefix}_labels"] = torch.tensor(ds[split]["label"], dtype=torch.uint8)
     return out

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 
 from uncertainty_lr_study.data.checksums import DataFileError, folder_problems, verify_folder
+from uncertainty_lr_study.data.hf_datasets import cached_map, load_file
 from uncertainty_lr_study.paths import raw_data_dir
 
 FILES = {"train": "train-v1.1-subset.json.gz", "dev": "dev-v1.1.json.gz"}
@@ -70,11 +72,26 @@ class QAExample:
 
 @dataclass
 class QASplits:
-    """Training, validation and test questions (lists of :class:`QAExample`)."""
+    """Training, validation and test questions.
+
+    Attributes:
+        train, val, test: lists of :class:`QAExample`.
+        train_rows, val_rows, test_rows: the same questions in the same order as
+            Arrow-backed ``datasets.Dataset`` rows (:data:`QUESTION_COLUMNS`), the
+            input of the cached tokenisation
+            (:func:`~uncertainty_lr_study.data.squad_windows.tokenize_windows`).
+    """
 
     train: list[QAExample]
     val: list[QAExample]
     test: list[QAExample]
+    train_rows: datasets.Dataset
+    val_rows: datasets.Dataset
+    test_rows: datasets.Dataset
+
+
+QUESTION_COLUMNS = ("id", "title", "context", "question", "answers", "answer_starts")
+"""One row per question: strings, and the answers' texts and character offsets (lists)."""
 
 
 def verify_squad_files(root: str | Path | None = None) -> Path:
@@ -212,6 +229,40 @@ def read_squad_file(path: str | Path) -> list[QAExample]:
     return parse_squad(data, str(path))
 
 
+def question_rows(path: str | Path) -> datasets.Dataset:
+    """The questions of a SQuAD v1.1 file (checked by :func:`read_squad_file` first) as
+    an Arrow-backed dataset, one row per question in file order
+    (:data:`QUESTION_COLUMNS`), read with ``datasets``' ``json`` builder and flattened
+    with a cached ``Dataset.map``.
+
+    Raises:
+        DataFileError: the builder cannot read the file.
+    """
+    articles = load_file("json", Path(path), HOW_TO_GET, field="data")
+    return cached_map(articles, _flatten_articles, {}, remove_columns=articles.column_names)
+
+
+def _flatten_articles(batch: dict[str, list]) -> dict[str, list]:
+    """``Dataset.map`` function of :func:`question_rows`: articles -> questions."""
+    out: dict[str, list] = {name: [] for name in QUESTION_COLUMNS}
+    for title, paragraphs in zip(batch["title"], batch["paragraphs"]):
+        for paragraph in paragraphs:
+            for qa in paragraph["qas"]:
+                out["id"].append(qa["id"])
+                out["title"].append(title)
+                out["context"].append(paragraph["context"])
+                out["question"].append(qa["question"])
+                out["answers"].append([a["text"] for a in qa["answers"]])
+                out["answer_starts"].append([int(a["answer_start"]) for a in qa["answers"]])
+    return out
+
+
+def _rows_of(table: datasets.Dataset, every: list[QAExample], chosen: list[QAExample]) -> datasets.Dataset:
+    """The rows of ``table`` (the questions ``every``, in order) of the questions ``chosen``."""
+    position = {e.id: i for i, e in enumerate(every)}
+    return table.select([position[e.id] for e in chosen])
+
+
 def check_squad_files(root: str | Path | None = None) -> list[str]:
     """Every problem of the vendored files: checksums, then each file's full parse
     and structure checks (:func:`read_squad_file`; about 0.3 s for both).
@@ -261,28 +312,41 @@ def _first(examples: list[QAExample], n: int, seed: int) -> list[QAExample]:
     return [examples[i] for i in order]
 
 
-def _from_hub() -> tuple[list[QAExample], list[QAExample]]:
-    """Train and dev questions of ``datasets.load_dataset("squad")``."""
-    try:
-        from datasets import load_dataset  # noqa: PLC0415
-    except ImportError as err:  # pragma: no cover - the hub source is optional
-        raise DataFileError("data_source 'hub' needs the `datasets` package") from err
-    ds = load_dataset("squad")
+def _from_hub() -> tuple[list[QAExample], list[QAExample], datasets.Dataset, datasets.Dataset]:
+    """Train and dev questions of ``datasets.load_dataset("squad")`` (network), as
+    examples and as question rows."""
+    ds = datasets.load_dataset("squad")
 
-    def convert(split: Any) -> list[QAExample]:
+    def rows(split: datasets.Dataset) -> datasets.Dataset:
+        return cached_map(split, _hub_rows, {}, remove_columns=split.column_names)
+
+    def convert(table: datasets.Dataset) -> list[QAExample]:
         return [
             QAExample(
                 id=r["id"],
                 title=r["title"],
                 context=r["context"],
                 question=r["question"],
-                answers=tuple(r["answers"]["text"]),
-                answer_starts=tuple(int(s) for s in r["answers"]["answer_start"]),
+                answers=tuple(r["answers"]),
+                answer_starts=tuple(r["answer_starts"]),
             )
-            for r in split
+            for r in table
         ]
 
-    return convert(ds["train"]), convert(ds["validation"])
+    train, dev = rows(ds["train"]), rows(ds["validation"])
+    return convert(train), convert(dev), train, dev
+
+
+def _hub_rows(batch: dict[str, list]) -> dict[str, list]:
+    """``Dataset.map`` function: the hub's SQuAD columns -> :data:`QUESTION_COLUMNS`."""
+    return {
+        "id": batch["id"],
+        "title": batch["title"],
+        "context": batch["context"],
+        "question": batch["question"],
+        "answers": [a["text"] for a in batch["answers"]],
+        "answer_starts": [[int(x) for x in a["answer_start"]] for a in batch["answers"]],
+    }
 
 
 def load_squad(
@@ -312,8 +376,10 @@ def load_squad(
         folder = verify_squad_files(root)
         train_all = read_squad_file(folder / FILES["train"])
         dev = read_squad_file(folder / FILES["dev"])
+        train_table = question_rows(folder / FILES["train"])
+        dev_table = question_rows(folder / FILES["dev"])
     elif source == "hub":
-        train_all, dev = _from_hub()
+        train_all, dev, train_table, dev_table = _from_hub()
     else:
         raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
     train, val = split_by_article(train_all, VALIDATION_SIZE)
@@ -322,8 +388,14 @@ def load_squad(
             raise ValueError(
                 f"{name}_subset {n} exceeds the {len(split):,} questions of the {name} split"
             )
+    train = _first(train, train_subset, SPLIT_SEED)
+    val = _first(val, val_subset, SPLIT_SEED + 1)
+    test = _first(dev, test_subset, SPLIT_SEED + 2)
     return QASplits(
-        train=_first(train, train_subset, SPLIT_SEED),
-        val=_first(val, val_subset, SPLIT_SEED + 1),
-        test=_first(dev, test_subset, SPLIT_SEED + 2),
+        train=train,
+        val=val,
+        test=test,
+        train_rows=_rows_of(train_table, train_all, train),
+        val_rows=_rows_of(train_table, train_all, val),
+        test_rows=_rows_of(dev_table, dev, test),
     )

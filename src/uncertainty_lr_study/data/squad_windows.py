@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import datasets
 import numpy as np
 
+from uncertainty_lr_study.data.hf_datasets import cached_map
 from uncertainty_lr_study.data.squad import QAExample
 from uncertainty_lr_study.metrics import squad_v1_scores
 
@@ -36,18 +38,18 @@ class Windows:
     """Tokenized windows of a list of questions (output of :func:`tokenize_windows`).
 
     Attributes:
-        features: one dict per window: ``input_ids``, ``attention_mask`` (and
-            ``token_type_ids`` if the tokenizer makes them), lists of ints, unpadded;
-            with ``start_positions`` and ``end_positions`` (token indices; the
-            ``[CLS]`` index when the window lacks the whole first answer) when
-            labelled.
+        features: one row per window (a ``datasets.Dataset``, or a list of dicts):
+            ``input_ids``, ``attention_mask`` (and ``token_type_ids`` if the tokenizer
+            makes them), lists of ints, unpadded; with ``start_positions`` and
+            ``end_positions`` (token indices; the ``[CLS]`` index when the window
+            lacks the whole first answer) when labelled.
         example_index: per window, the index of its question in the input list.
         offsets: per window and token, the ``(start, end)`` character span in the
             context, or None for question, special and padding tokens.
         has_answer: per window, whether it contains the whole first answer.
     """
 
-    features: list[dict[str, Any]]
+    features: datasets.Dataset | list[dict[str, Any]]
     example_index: list[int]
     offsets: list[list[tuple[int, int] | None]]
     has_answer: list[bool] = field(default_factory=list)
@@ -82,16 +84,20 @@ def context_room(max_length: int) -> int:
 
 def tokenize_windows(
     tokenizer: Any,
-    examples: Sequence[QAExample],
+    examples: Sequence[QAExample] | datasets.Dataset,
     max_length: int,
     doc_stride: int,
     labelled: bool = True,
 ) -> Windows:
-    """Windows of ``question + context`` for an extractive QA model (module docs).
+    """Windows of ``question + context`` for an extractive QA model (module docs), made
+    by a cached ``Dataset.map`` (:func:`~uncertainty_lr_study.data.hf_datasets.cached_map`:
+    a later call with the same questions, tokenizer and settings reads them from disk).
 
     Args:
         tokenizer: a fast ``transformers`` tokenizer (offset mapping needed).
-        examples: the questions.
+        examples: the questions: rows of :data:`~uncertainty_lr_study.data.squad.QUESTION_COLUMNS`
+            (cached when Arrow-backed, as the splits' ``*_rows`` of
+            :func:`~uncertainty_lr_study.data.squad.load_squad` are), or examples.
         max_length: tokens per window, special tokens included.
         doc_stride: tokens shared by consecutive windows of one context (the
             overlap, as in Hugging Face's ``stride``).
@@ -117,13 +123,51 @@ def tokenize_windows(
             f"doc_stride {doc_stride} must be >= 0 and below {room}, the context tokens of a "
             f"{max_length}-token window (questions use up to {max_length // 4} tokens)"
         )
-    if not examples:
+    if not isinstance(examples, datasets.Dataset):
+        examples = datasets.Dataset.from_dict(
+            {
+                "question": [e.question for e in examples],
+                "context": [e.context for e in examples],
+                "answers": [list(e.answers) for e in examples],
+                "answer_starts": [list(e.answer_starts) for e in examples],
+            }
+        )
+    if len(examples) == 0:
         return Windows(features=[], example_index=[], offsets=[], has_answer=[])
-    question_limit = max_length // 4
-    questions = _question_limit(tokenizer, [e.question.lstrip() for e in examples], question_limit)
+    key = {
+        "tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride,
+        "labelled": labelled,
+    }
+    mapped = cached_map(
+        examples, _window_batch, key, remove_columns=examples.column_names, with_indices=True
+    )
+    model_columns = [c for c in mapped.column_names if c not in WINDOW_FACTS]
+    return Windows(
+        features=mapped.select_columns(model_columns),
+        example_index=list(mapped["example_index"]),
+        offsets=[[tuple(o) if o is not None else None for o in row] for row in mapped["offsets"]],
+        has_answer=list(mapped["has_answer"]),
+    )
+
+
+WINDOW_FACTS = ("example_index", "offsets", "has_answer")
+"""Columns of the mapped windows that are not model inputs."""
+
+
+def _window_batch(
+    batch: dict[str, list],
+    indices: list[int],
+    tokenizer: Any,
+    max_length: int,
+    doc_stride: int,
+    labelled: bool,
+) -> dict[str, list]:
+    """``Dataset.map`` function of :func:`tokenize_windows`: a batch of questions ->
+    their windows (``indices``: the questions' rows, for ``example_index``)."""
+    questions = _question_limit(tokenizer, [q.lstrip() for q in batch["question"]], max_length // 4)
     enc = tokenizer(
         questions,
-        [e.context for e in examples],
+        batch["context"],
         truncation="only_second",
         max_length=max_length,
         stride=doc_stride,
@@ -133,29 +177,31 @@ def tokenize_windows(
         verbose=False,
     )
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    windows = Windows(features=[], example_index=[], offsets=[], has_answer=[])
-    for w, example_i in enumerate(enc["overflow_to_sample_mapping"]):
+    out: dict[str, list] = {k: [] for k in (*keys, *WINDOW_FACTS)}
+    if labelled:
+        out["start_positions"], out["end_positions"] = [], []
+    for w, local in enumerate(enc["overflow_to_sample_mapping"]):
         sequence_ids = enc.sequence_ids(w)
         offsets = [
             tuple(o) if sid == 1 else None for o, sid in zip(enc["offset_mapping"][w], sequence_ids)
         ]
-        feature = {k: list(enc[k][w]) for k in keys}
+        for k in keys:
+            out[k].append(list(enc[k][w]))
         contains = False
         if labelled:
-            e = examples[example_i]
-            start_char = e.answer_starts[0]
-            end_char = start_char + len(e.answers[0])
+            start_char = batch["answer_starts"][local][0]
+            end_char = start_char + len(batch["answers"][local][0])
             start, end, contains = answer_token_span(offsets, start_char, end_char)
             if not contains:
+                ids = out["input_ids"][-1]
                 cls = tokenizer.cls_token_id
-                start = end = feature["input_ids"].index(cls) if cls in feature["input_ids"] else 0
-            feature["start_positions"] = start
-            feature["end_positions"] = end
-        windows.features.append(feature)
-        windows.example_index.append(int(example_i))
-        windows.offsets.append(offsets)
-        windows.has_answer.append(contains)
-    return windows
+                start = end = ids.index(cls) if cls in ids else 0
+            out["start_positions"].append(start)
+            out["end_positions"].append(end)
+        out["example_index"].append(int(indices[local]))
+        out["offsets"].append([list(o) if o is not None else None for o in offsets])
+        out["has_answer"].append(contains)
+    return out
 
 
 def answer_token_span(

@@ -6,10 +6,11 @@ by exact match and F1 after post-processing). Needs the ``hf`` extra."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,19 +19,21 @@ from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClas
 from uncertainty_lr.integrations.hf import classification_variance, span_variance_fn
 from uncertainty_lr_study.config import RunSettings
 from uncertainty_lr_study.data import squad, squad_windows
+from uncertainty_lr_study.data.hf_datasets import cached_map
 from uncertainty_lr_study.data.imdb import NUM_CLASSES, load_imdb_reviews, truncate_ids
 from uncertainty_lr_study.metrics import classification_metrics
 
 
 def classifier_inputs(
     tokenizer: Any,
-    texts: Sequence[str],
-    labels: Sequence[int],
+    reviews: datasets.Dataset,
     max_length: int,
     truncation: str = "head",
-) -> list[dict[str, Any]]:
+) -> datasets.Dataset:
     """Model inputs of a sequence classifier: ``[CLS] review [SEP]``, at most
-    ``max_length`` tokens, unpadded (the collator pads each batch).
+    ``max_length`` tokens, unpadded (the collator pads each batch), made by a cached
+    ``Dataset.map`` (:func:`~uncertainty_lr_study.data.hf_datasets.cached_map`: a
+    later run with the same reviews, tokenizer and settings reads them from disk).
 
     The review's tokens are cut with :func:`uncertainty_lr_study.data.imdb.truncate_ids`
     (``"head"``: the first tokens; ``"head_tail"``: the first quarter and the last
@@ -38,14 +41,13 @@ def classifier_inputs(
 
     Args:
         tokenizer: a fast ``transformers`` tokenizer.
-        texts: ``N`` reviews.
-        labels: ``N`` class indices.
+        reviews: ``N`` reviews with a ``text`` (str) and a ``label`` (int) column.
         max_length: tokens per input, special tokens included.
         truncation: ``"head"`` or ``"head_tail"``.
 
     Returns:
-        ``N`` dicts with ``input_ids``, ``attention_mask`` (lists of ints) and
-        ``labels`` (int).
+        ``N`` rows with ``input_ids``, ``attention_mask`` (lists of ints) and
+        ``labels`` (int), in the reviews' order.
 
     Raises:
         ValueError: ``max_length`` leaves no room for the review's tokens.
@@ -54,12 +56,27 @@ def classifier_inputs(
     room = max_length - len(prefix) - len(suffix)
     if room < 1:
         raise ValueError(f"max_length {max_length} leaves no room besides the special tokens")
-    ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)
-    out = []
-    for seq, label in zip(ids["input_ids"], labels):
+    key = {
+        "tokenizer": tokenizer, "prefix": prefix, "suffix": suffix, "room": room,
+        "truncation": truncation,
+    }
+    return cached_map(reviews, _classifier_batch, key, remove_columns=reviews.column_names)
+
+
+def _classifier_batch(
+    batch: dict[str, list], tokenizer: Any, prefix: list[int], suffix: list[int], room: int,
+    truncation: str,
+) -> dict[str, list]:
+    """``Dataset.map`` function of :func:`classifier_inputs`."""
+    ids = tokenizer(batch["text"], add_special_tokens=False, truncation=False, verbose=False)
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for seq, label in zip(ids["input_ids"], batch["label"]):
         full = prefix + truncate_ids(seq, room, truncation) + suffix
-        out.append({"input_ids": full, "attention_mask": [1] * len(full), "labels": int(label)})
+        out["input_ids"].append(full)
+        out["attention_mask"].append([1] * len(full))
+        out["labels"].append(int(label))
     return out
+
 
 def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special-token ids a tokenizer puts before and after one sequence (BERT:
@@ -83,8 +100,9 @@ class TransformerTask:
         model_class: the ``transformers`` auto class of the model (its
             ``from_pretrained`` builds the task head).
         model_kwargs: extra ``from_pretrained`` arguments (e.g. ``num_labels``).
-        train_set, val_set, test_set: model inputs, one dict per example (IMDB: per
-            review; SQuAD: per window), unpadded, with labels.
+        train_set, val_set, test_set: model inputs, one row per example (IMDB: per
+            review; SQuAD: per window), unpadded, with labels (``datasets.Dataset``
+            from the cached tokenisation, or a list of dicts).
         compute_metrics: ``Trainer``'s ``compute_metrics`` for the validation set.
         test_metrics: ``PredictionOutput`` of the test set -> the ``test`` dict of
             ``metrics.json``.
@@ -95,9 +113,9 @@ class TransformerTask:
 
     model_class: Any
     model_kwargs: dict[str, Any]
-    train_set: list[dict[str, Any]]
-    val_set: list[dict[str, Any]]
-    test_set: list[dict[str, Any]]
+    train_set: datasets.Dataset | list[dict[str, Any]]
+    val_set: datasets.Dataset | list[dict[str, Any]]
+    test_set: datasets.Dataset | list[dict[str, Any]]
     compute_metrics: Callable[[Any], dict[str, float]]
     test_metrics: Callable[[Any], dict[str, Any]]
     variance_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
@@ -113,10 +131,10 @@ def classification_task(s: RunSettings, tokenizer: Any, max_length: int) -> Tran
     reviews = load_imdb_reviews(
         source=s.data_source, train_subset=s.train_subset, test_subset=s.test_subset
     )
-    n_val = s.val_subset or len(reviews.val_label)
+    n_val = s.val_subset or len(reviews.val)
 
-    def encode(texts: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
-        return classifier_inputs(tokenizer, texts, labels, max_length, s.truncation)
+    def encode(split: datasets.Dataset) -> datasets.Dataset:
+        return classifier_inputs(tokenizer, split, max_length, s.truncation)
 
     def test_metrics(prediction: Any) -> dict[str, Any]:
         logits = torch.from_numpy(np.asarray(prediction.predictions, dtype=np.float32))
@@ -129,9 +147,9 @@ def classification_task(s: RunSettings, tokenizer: Any, max_length: int) -> Tran
     return TransformerTask(
         model_class=AutoModelForSequenceClassification,
         model_kwargs={"num_labels": NUM_CLASSES},
-        train_set=encode(reviews.train_text, reviews.train_label),
-        val_set=encode(reviews.val_text[:n_val], reviews.val_label[:n_val]),
-        test_set=encode(reviews.test_text, reviews.test_label),
+        train_set=encode(reviews.train),
+        val_set=encode(reviews.val.select(range(n_val))),
+        test_set=encode(reviews.test),
         compute_metrics=lambda p: {
             "accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())
         },
@@ -158,10 +176,11 @@ def question_answering_task(s: RunSettings, tokenizer: Any, max_length: int) -> 
         test_subset=s.test_subset,
     )
 
-    def windows(examples: list[squad.QAExample]) -> squad_windows.Windows:
-        return squad_windows.tokenize_windows(tokenizer, examples, max_length, s.doc_stride)
+    def windows(rows: datasets.Dataset) -> squad_windows.Windows:
+        return squad_windows.tokenize_windows(tokenizer, rows, max_length, s.doc_stride)
 
-    train, val, test = windows(splits.train), windows(splits.val), windows(splits.test)
+    train, val = windows(splits.train_rows), windows(splits.val_rows)
+    test = windows(splits.test_rows)
 
     def scores(examples: list[squad.QAExample], w: squad_windows.Windows, p: Any) -> dict:
         _check_window_order(w, p.label_ids)
@@ -200,7 +219,11 @@ def _check_window_order(windows: squad_windows.Windows, label_ids: Any) -> None:
     Raises:
         RuntimeError: the evaluation loop reordered or dropped windows.
     """
-    expected = np.array([[f["start_positions"], f["end_positions"]] for f in windows.features])
+    features = windows.features
+    if isinstance(features, datasets.Dataset):
+        expected = np.stack([features["start_positions"], features["end_positions"]], axis=1)
+    else:
+        expected = np.array([[f["start_positions"], f["end_positions"]] for f in features])
     got = np.stack([np.asarray(label_ids[0]), np.asarray(label_ids[1])], axis=1)
     if got.shape != expected.shape or not np.array_equal(got, expected):
         raise RuntimeError(
