@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup tex run smoke paper-config prepare test lint lock clean bench
+.PHONY: setup tex run smoke paper-config prepare test lint lock clean bench lab
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# the study package (src/uncertainty_lr_study) is not in the library's wheel: put
 	# src/ on this environment's path, as an editable install would
 	$(BIN)/python scripts/study-path.py
+	# the notebooks' kernel, "Python (uncertainty-lr)", registered inside .venv
+	$(BIN)/python -m ipykernel install --sys-prefix --name uncertainty-lr \
+	  --display-name "Python (uncertainty-lr)" >/dev/null
 	touch $@
 
 setup: $(VENV)/.installed tex
@@ -57,6 +60,12 @@ prepare: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest
+
+# JupyterLab on notebooks/ in the project's environment and kernel (make lab
+# LAB_ARGS="--no-browser --port=8890" on a remote machine).
+LAB_ARGS ?=
+lab: setup
+	scripts/lab.sh $(LAB_ARGS)
 
 lint: setup
 	$(BIN)/snakemake --lint

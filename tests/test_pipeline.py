@@ -3,6 +3,7 @@ session by the ``smoke_repo`` fixture), and the workflow's own hygiene."""
 
 import json
 import re
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -150,6 +151,100 @@ def test_explore_notebook_runs_top_to_bottom_on_the_results(smoke_repo):
     n = len([r for r in SMOKE_RUNS if r[0] == "mnist" and r[1] in picked])
     assert f"{n} runs in the slice" in text
     assert (smoke_repo / "figures" / "explore" / "performance_profile.png").is_file()
+
+
+def _lab_api(port: int, token: str, path: str, method: str = "GET") -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=b'{"name": "uncertainty-lr"}' if method == "POST" else None,
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body else {}
+
+
+def test_make_lab_serves_the_notebooks_in_the_projects_kernel(smoke_repo, tmp_path):
+    """`make lab`'s script registers the environment's kernel and starts JupyterLab at
+    the repository root; the server lists both notebooks and starts that kernel, and
+    both notebooks execute top to bottom in it."""
+    import os
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            "scripts/lab.sh", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),  # CI runs as root
+        ],
+        cwd=smoke_repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                _lab_api(port, token, "/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "lab.log").read_text()) from None
+                time.sleep(0.5)
+        spec = _lab_api(port, token, "/api/kernelspecs")["kernelspecs"]["uncertainty-lr"]["spec"]
+        assert spec["argv"][0] == sys.executable  # this environment's interpreter
+        listed = {f["name"] for f in _lab_api(port, token, "/api/contents/notebooks")["content"]}
+        assert {"train.ipynb", "explore.ipynb"} <= listed
+        kernel = _lab_api(port, token, "/api/kernels", "POST")
+        assert kernel["name"] == "uncertainty-lr"
+        while _lab_api(port, token, f"/api/kernels/{kernel['id']}")["execution_state"] not in (
+            "idle", "busy"
+        ):
+            assert time.monotonic() < deadline + 120, "the kernel did not start"
+            time.sleep(0.5)
+        _lab_api(port, token, f"/api/kernels/{kernel['id']}", "DELETE")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+    runs = {
+        "explore.ipynb": [
+            "-p", "results_dir", "results/smoke", "-p", "tasks", "mnist",
+            "-p", "schedulers", "cosine", "-p", "figures_dir", str(tmp_path / "figures"),
+        ],
+        "train.ipynb": ["-p", "scheduler", "constant", "-p", "out_dir", str(tmp_path / "run")],
+    }
+    for name, parameters in runs.items():
+        out = tmp_path / name
+        subprocess.run(
+            [
+                sys.executable, "-m", "papermill", f"notebooks/{name}", str(out), *parameters,
+                "--no-progress-bar",  # no -k: the notebook's own kernelspec
+            ],
+            cwd=smoke_repo, env=env, check=True, capture_output=True, timeout=900,
+        )
+        assert nbformat.read(out, as_version=4).metadata.kernelspec.name == "uncertainty-lr"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+    assert (tmp_path / "figures" / "performance_profile.png").is_file()
 
 
 def test_second_dry_run_has_nothing_to_do(smoke_repo, run_snakemake):
