@@ -180,6 +180,8 @@ def test_make_lab_serves_the_notebooks_in_the_projects_kernel(smoke_repo, tmp_pa
     import time
     import urllib.error
 
+    from jupyter_client import BlockingKernelClient
+
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -215,11 +217,22 @@ def test_make_lab_serves_the_notebooks_in_the_projects_kernel(smoke_repo, tmp_pa
         assert {"train.ipynb", "explore.ipynb"} <= listed
         kernel = _lab_api(port, token, "/api/kernels", "POST")
         assert kernel["name"] == "uncertainty-lr"
-        while _lab_api(port, token, f"/api/kernels/{kernel['id']}")["execution_state"] not in (
-            "idle", "busy"
-        ):
-            assert time.monotonic() < deadline + 120, "the kernel did not start"
-            time.sleep(0.5)
+        # a client on the kernel the server started (its connection file in the
+        # runtime folder): it answers, and runs this environment's interpreter
+        client = BlockingKernelClient()
+        client.load_connection_file(str(tmp_path / "runtime" / f"kernel-{kernel['id']}.json"))
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=180)
+            said = []
+            reply = client.execute_interactive(
+                "import sys; print(sys.executable)", timeout=60,
+                output_hook=lambda m: said.append(m["content"].get("text", "")),
+            )
+            assert reply["content"]["status"] == "ok"
+            assert "".join(said).strip() == sys.executable
+        finally:
+            client.stop_channels()
         _lab_api(port, token, f"/api/kernels/{kernel['id']}", "DELETE")
     finally:
         server.terminate()
@@ -257,6 +270,16 @@ def test_snakemake_lint_is_clean(smoke_repo, run_snakemake):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Congratulations, your workflow is in a good condition" in out
+
+
+def test_the_tables_rule_declares_what_write_tables_writes_and_the_paper_inputs():
+    from uncertainty_lr_study.analysis.latex import GENERATED
+
+    tex = (repo_root() / "paper" / "main.tex").read_text()
+    inputs = set(re.findall(r"\\input\{generated/([^}]+)\}", tex))
+    assert inputs == set(GENERATED)
+    smk = (repo_root() / "workflow" / "rules" / "analysis.smk").read_text()
+    assert "for name in GENERATED" in smk and "generated/comparison_table" not in smk
 
 
 def test_paper_has_no_hand_typed_results():
