@@ -1,8 +1,7 @@
 # From run outputs to the aggregate table, the figures and the LaTeX tables.
 
 from uncertainty_lr_study.analysis.figures import FIGURES
-
-TABLES = ["comparison_table", "results_table", "setup", "numbers", "findings", "sensitivity"]
+from uncertainty_lr_study.analysis.latex import GENERATED
 
 
 rule aggregate:
@@ -64,7 +63,7 @@ rule tables:
         signal_levels=rules.aggregate.output.signal_levels,
         sensitivity=rules.aggregate_sensitivity.output,
     output:
-        expand("paper/generated/{name}.tex", name=TABLES),
+        [f"paper/generated/{name}" for name in GENERATED],
     log:
         f"{RESULTS}/logs/tables.log",
     conda:

@@ -41,6 +41,7 @@ from uncertainty_lr_study.analysis.latex.text import (
 from uncertainty_lr_study.io import atomic_write_text
 
 __all__ = [
+    "GENERATED",
     "check_no_missing_numbers",
     "comparison_tex",
     "control_verdict",
@@ -54,6 +55,18 @@ __all__ = [
     "tex_escape",
     "write_tables",
 ]
+
+
+GENERATED = (
+    "comparison_table.tex",
+    "sensitivity.tex",
+    "results_table.tex",
+    "setup.tex",
+    "numbers.tex",
+    "findings.tex",
+)
+"""The files :func:`write_tables` writes into ``paper/generated/`` (the pipeline's
+``tables`` rule declares them from here; ``paper/main.tex`` inputs each)."""
 
 
 def write_tables(
@@ -86,6 +99,8 @@ def write_tables(
         "numbers.tex": setup_macros + numbers,
         "findings.tex": findings,
     }
+    if tuple(texts) != GENERATED:
+        raise RuntimeError(f"write_tables builds {tuple(texts)}, GENERATED says {GENERATED}")
     for name, text in texts.items():  # all checked before any is written
         check_no_missing_numbers(name, text)
     for name, text in texts.items():
