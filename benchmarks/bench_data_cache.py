@@ -44,7 +44,7 @@ if task == "mnist":
     from uncertainty_lr_study.data import load_mnist
     load_mnist()
 else:
-    name = {"lstm": "imdb", "minilm": "imdb-minilm", "squad": "squad-minilm"}[task]
+    name = {"lstm": "imdb-lstm", "minilm": "imdb-minilm", "squad": "squad-minilm"}[task]
     from uncertainty_lr_study.experiment import prepare_run
     s = prepare_run(None, "config/config.yaml", name, "constant", 0)
     t0 = time.perf_counter()
