@@ -11,10 +11,11 @@ does it before its first step:
   (:func:`uncertainty_lr_study.engine.hf_tasks.classification_task`);
 - ``squad``: SQuAD questions, their windows for MiniLM
   (:func:`uncertainty_lr_study.engine.hf_tasks.question_answering_task`);
-- ``mnist``: the IDX files through torchvision's reader (no tokenisation; for scale).
+- ``mnist``: the IDX files through torchvision's reader (no tokenisation; for scale;
+  its time includes importing the data package, torchvision and ``datasets``).
 
 Each (task, cache state) is its own ``python`` process (interpreter start and
-imports left out of the time: the clock starts after the imports), repeated
+imports left out of the time except for ``mnist``: the clock starts after them), repeated
 ``--repeats`` times alternating cold and warm; medians of wall seconds.
 
 Usage: python benchmarks/bench_data_cache.py [--tasks lstm,minilm,squad,mnist]
